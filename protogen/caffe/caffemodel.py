@@ -1,0 +1,282 @@
+"""Binary ``.caffemodel`` IO without per-element Python work.
+
+A caffemodel is a serialized ``NetParameter`` whose layers carry ``BlobProto`` weights; the
+floats sit in packed ``data`` fields. Going through ``protobuf`` would copy every float
+through Python objects, so this module walks the wire format itself:
+
+* writing: each layer's small metadata is serialized by protobuf, and the blobs are appended
+  as hand-encoded fields whose payload is the array's own memory (``f.write(memoryview)``);
+* reading: the file is memory-mapped; layer metadata is parsed by protobuf, and each blob's
+  packed floats become a zero-copy ``numpy.frombuffer`` view of the mapped bytes.
+
+V2 (``layer``), V1 (``layers``) and V0 (``layers { layer {...} }``) files are read; blob
+shapes come from ``shape`` or the legacy num/channels/height/width.
+"""
+from __future__ import annotations
+
+import mmap
+import os
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..errors import ProtogenError
+from ..util import atomic_open
+
+_VARINT, _I64, _LEN, _I32 = 0, 1, 2, 5
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        b = n & 0x7F
+        n >>= 7
+        if n:
+            out.append(b | 0x80)
+        else:
+            out.append(b)
+            return bytes(out)
+
+
+def _key(field_no: int, wire: int) -> bytes:
+    return _varint((field_no << 3) | wire)
+
+
+def _len_field(field_no: int, payload_len: int) -> bytes:
+    return _key(field_no, _LEN) + _varint(payload_len)
+
+
+class _Truncated(Exception):
+    pass
+
+
+def _read_varint(buf, pos: int, end: int) -> tuple[int, int]:
+    result = shift = 0
+    while True:
+        if pos >= end:
+            raise _Truncated("varint runs past the end")
+        b = buf[pos]
+        pos += 1
+        result |= (b & 0x7F) << shift
+        if not b & 0x80:
+            return result, pos
+        shift += 7
+        if shift > 63:
+            raise _Truncated("varint too long")
+
+
+def _fields(buf, pos: int, end: int):
+    """Yield (field number, wire type, value start, value end, field start) for a message."""
+    while pos < end:
+        start = pos
+        key, pos = _read_varint(buf, pos, end)
+        no, wire = key >> 3, key & 7
+        if no == 0:
+            raise _Truncated("field number 0")
+        if wire == _VARINT:
+            _, npos = _read_varint(buf, pos, end)
+            yield no, wire, pos, npos, start
+            pos = npos
+        elif wire == _I64:
+            if pos + 8 > end:
+                raise _Truncated("fixed64 runs past the end")
+            yield no, wire, pos, pos + 8, start
+            pos += 8
+        elif wire == _I32:
+            if pos + 4 > end:
+                raise _Truncated("fixed32 runs past the end")
+            yield no, wire, pos, pos + 4, start
+            pos += 4
+        elif wire == _LEN:
+            n, pos = _read_varint(buf, pos, end)
+            if pos + n > end:
+                raise _Truncated(f"a field claims {n} bytes but only {end - pos} remain")
+            yield no, wire, pos, pos + n, start
+            pos += n
+        else:
+            raise _Truncated(f"unsupported wire type {wire}")
+
+
+# --------------------------------------------------------------------------- writing
+def _blob_bytes(arr: np.ndarray) -> tuple[bytes, np.ndarray]:
+    a = np.ascontiguousarray(arr, dtype="<f4")
+    dims = b"".join(_varint(int(d)) for d in a.shape)
+    shape = _len_field(1, len(dims)) + dims if a.ndim else b""
+    body_head = _len_field(7, len(shape)) + shape + _len_field(5, a.nbytes)
+    return body_head, a
+
+
+def write_caffemodel(path, net_param, blobs: dict[str, list]) -> int:
+    """Write ``net_param`` (a V2 NetParameter without blobs) with ``blobs`` by layer name.
+
+    Returns the number of bytes written. The file appears atomically.
+    """
+    from . import pb
+    blob_field = pb.LayerParameter.DESCRIPTOR.fields_by_name["blobs"].number
+    layer_field = pb.NetParameter.DESCRIPTOR.fields_by_name["layer"].number
+    head = pb.NetParameter()
+    head.CopyFrom(net_param)
+    del head.layer[:]
+    total = 0
+    with atomic_open(path, "wb") as f:
+        hb = head.SerializeToString()
+        f.write(hb)
+        total += len(hb)
+        for lp in net_param.layer:
+            meta = lp.SerializeToString()
+            parts = []
+            for arr in blobs.get(lp.name, ()):
+                body_head, a = _blob_bytes(arr)
+                parts.append((_len_field(blob_field, len(body_head) + a.nbytes) + body_head, a))
+            size = len(meta) + sum(len(h) + a.nbytes for h, a in parts)
+            lead = _len_field(layer_field, size)
+            f.write(lead)
+            f.write(meta)
+            total += len(lead) + len(meta)
+            for h, a in parts:
+                f.write(h)
+                if a.nbytes:
+                    f.write(memoryview(a).cast("B"))
+                total += len(h) + a.nbytes
+    return total
+
+
+# --------------------------------------------------------------------------- reading
+@dataclass
+class CaffeModel:
+    """A caffemodel's net definition (blobs stripped) and its weights by layer name."""
+    net: object                                   # caffe_pb2.NetParameter
+    blobs: dict[str, list[np.ndarray]] = field(default_factory=dict)
+    path: str = ""
+    format: str = "V2"                            # V2 | V1 | V0
+    _keep: object = None                          # the mmap backing the arrays
+
+
+def _parse_blob(buf, start: int, end: int, where: str) -> np.ndarray:
+    legacy = [None, None, None, None]
+    shape = None
+    data = None
+    floats: list[float] = []
+    doubles = None
+    for no, wire, s, e, _ in _fields(buf, start, end):
+        if no in (1, 2, 3, 4) and wire == _VARINT:
+            v, _ = _read_varint(buf, s, e)
+            legacy[no - 1] = v
+        elif no == 7 and wire == _LEN:
+            dims = []
+            for dno, dwire, ds, de, _ in _fields(buf, s, e):
+                if dno != 1:
+                    continue
+                if dwire == _LEN:           # packed
+                    p = ds
+                    while p < de:
+                        v, p = _read_varint(buf, p, de)
+                        dims.append(v)
+                elif dwire == _VARINT:
+                    v, _ = _read_varint(buf, ds, de)
+                    dims.append(v)
+            shape = tuple(dims)
+        elif no == 5 and wire == _LEN:
+            if (e - s) % 4:
+                raise _Truncated(f"{where}: packed float data of {e - s} bytes is not a multiple of 4")
+            data = np.frombuffer(buf, dtype="<f4", count=(e - s) // 4, offset=s)
+        elif no == 5 and wire == _I32:            # unpacked floats (very old writers)
+            floats.append(float(np.frombuffer(buf, "<f4", 1, s)[0]))
+        elif no == 8 and wire == _LEN:
+            if (e - s) % 8:
+                raise _Truncated(f"{where}: packed double data of {e - s} bytes is not a multiple of 8")
+            doubles = np.frombuffer(buf, dtype="<f8", count=(e - s) // 8, offset=s)
+    if data is None:
+        if floats:
+            data = np.asarray(floats, np.float32)
+        elif doubles is not None:
+            data = doubles.astype(np.float32)
+        else:
+            data = np.zeros(0, np.float32)
+    if shape is None:
+        if any(v is not None for v in legacy):
+            shape = tuple(1 if v is None else v for v in legacy)
+        else:
+            shape = (data.size,)
+    n = 1
+    for d in shape:
+        n *= d
+    if n != data.size:
+        raise _Truncated(f"{where}: shape {shape} needs {n} values but the blob holds {data.size}")
+    return data.reshape(shape)
+
+
+def read_caffemodel(path) -> CaffeModel:
+    """Read a binary caffemodel; weights are zero-copy views of the memory-mapped file."""
+    from . import pb
+    path = str(path)
+    try:
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            if size == 0:
+                raise ProtogenError("empty caffemodel", file=path)
+            mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+    except OSError as e:
+        raise ProtogenError(f"cannot read: {e.strerror}", file=path) from None
+    buf = memoryview(mm)
+    net_d = pb.NetParameter.DESCRIPTOR.fields_by_name
+    v2_layer, v1_layers = net_d["layer"].number, net_d["layers"].number
+    lp_blobs = pb.LayerParameter.DESCRIPTOR.fields_by_name["blobs"].number
+    v1_d = pb.V1LayerParameter.DESCRIPTOR.fields_by_name
+    v1_blobs, v1_v0 = v1_d["blobs"].number, v1_d["layer"].number
+    v0_blobs = pb.V0LayerParameter.DESCRIPTOR.fields_by_name["blobs"].number
+
+    head = bytearray()
+    layer_metas: list[tuple[int, bytes, list[tuple[int, int]]]] = []
+    fmt = "V2"
+    try:
+        for no, wire, s, e, fs in _fields(buf, 0, len(buf)):
+            if wire == _LEN and no in (v2_layer, v1_layers):
+                blob_no = lp_blobs if no == v2_layer else v1_blobs
+                meta = bytearray()
+                ranges = []
+                for lno, lwire, ls, le, lfs in _fields(buf, s, e):
+                    if lwire == _LEN and lno == blob_no:
+                        ranges.append((ls, le))
+                    elif no == v1_layers and lwire == _LEN and lno == v1_v0:
+                        # a V0 layer nested in a V1 message: lift its blobs out as well
+                        fmt = "V0"
+                        inner = bytearray()
+                        for ino, iwire, is_, ie, ifs in _fields(buf, ls, le):
+                            if iwire == _LEN and ino == v0_blobs:
+                                ranges.append((is_, ie))
+                            else:
+                                inner += buf[ifs:ie]
+                        meta += _len_field(lno, len(inner)) + inner
+                    else:
+                        meta += buf[lfs:le]
+                if no == v1_layers and fmt == "V2":
+                    fmt = "V1"
+                layer_metas.append((no, bytes(meta), ranges))
+            else:
+                head += buf[fs:e]
+    except _Truncated as t:
+        raise ProtogenError(f"truncated or corrupt caffemodel ({t})", file=path) from None
+
+    net = pb.NetParameter()
+    try:
+        net.ParseFromString(bytes(head))
+        blobs: dict[str, list[np.ndarray]] = {}
+        for no, meta, ranges in layer_metas:
+            container = net.layer if no == v2_layer else net.layers
+            lp = container.add()
+            lp.ParseFromString(meta)
+            name = lp.name if no == v2_layer else (lp.name or lp.layer.name)
+            arrays = []
+            for i, (s, e) in enumerate(ranges):
+                try:
+                    arrays.append(_parse_blob(buf, s, e, f"blob {i}"))
+                except _Truncated as t:
+                    raise ProtogenError(f"corrupt weights ({t})", file=path, layer=name) from None
+            if arrays:
+                blobs[name] = arrays
+    except ProtogenError:
+        raise
+    except Exception as e:  # protobuf DecodeError and friends
+        raise ProtogenError(f"corrupt caffemodel: {type(e).__name__}: {e}", file=path) from None
+    return CaffeModel(net=net, blobs=blobs, path=path, format=fmt, _keep=mm)

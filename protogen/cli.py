@@ -1,0 +1,195 @@
+"""Command line: ``protogen list | emit | stats | verify | convert | diff``.
+
+Heavy libraries (onnx, onnxruntime, torch, cv2) are imported only by the commands that need
+them: ``emit --format prototxt`` and ``stats`` need protobuf and numpy alone.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from .errors import ProtogenError
+
+FORMATS = ("prototxt", "caffemodel", "solver", "onnx")
+
+
+def _model_options(extra: list[str]) -> dict:
+    """Turn ``--groups 3 --width=0.5`` into {'groups': '3', 'width': '0.5'}."""
+    opts = {}
+    i = 0
+    while i < len(extra):
+        a = extra[i]
+        if not a.startswith("--"):
+            raise ProtogenError(f"unexpected argument '{a}'")
+        if "=" in a:
+            k, v = a[2:].split("=", 1)
+        else:
+            if i + 1 >= len(extra) or extra[i + 1].startswith("--"):
+                raise ProtogenError(f"option {a} needs a value")
+            k, v = a[2:], extra[i + 1]
+            i += 1
+        opts[k.replace("-", "_")] = v
+        i += 1
+    return opts
+
+
+def _dialect(args):
+    from .dialect import Dialect
+    return Dialect.make(args.dialect, args.shuffle, getattr(args, "depthwise", None))
+
+
+def load_graph(source: str, args=None, extra=None):
+    """A zoo model name or a .prototxt path -> (graph, net object or None)."""
+    from . import zoo
+    if source.endswith((".prototxt", ".pt", ".txt")) or "/" in source:
+        if extra:
+            raise ProtogenError(f"model options {' '.join(extra)} only apply to zoo models")
+        from .caffe.loader import load_prototxt
+        graph = load_prototxt(source, phase=getattr(args, "phase_rule", None))
+        return graph, None
+    opts = _model_options(extra or [])
+    if args is not None and getattr(args, "input_size", None):
+        opts["input_size"] = args.input_size
+    if args is not None and getattr(args, "num_classes", None):
+        opts["num_classes"] = args.num_classes
+    net = zoo.build(source, _dialect(args) if args is not None and hasattr(args, "dialect") else None
+                    or __import__("protogen.dialect", fromlist=["DEFAULT"]).DEFAULT, **opts)
+    return net.graph, net
+
+
+def cmd_list(args, extra):
+    from . import zoo
+    ms = zoo.models()
+    if args.json:
+        out = [{"name": m.name, "aliases": list(m.aliases), "summary": m.summary,
+                "options": [{"name": o.name, "type": o.type.__name__, "default": o.default,
+                             "choices": list(o.choices), "range": list(o.range) if o.range else None,
+                             "help": o.help} for o in m.options]} for m in ms.values()]
+        print(json.dumps(out, indent=2))
+        return 0
+    for m in ms.values():
+        alias = f" (alias: {', '.join(m.aliases)})" if m.aliases else ""
+        print(f"{m.name}{alias}: {m.summary}")
+        for o in m.options:
+            allowed = (" {" + ",".join(str(c) for c in o.choices) + "}") if o.choices else \
+                      (f" [{o.range[0]}..{o.range[1]}]" if o.range else "")
+            print(f"    --{o.name.replace('_', '-'):<14} {o.type.__name__:<5} default {o.default}{allowed}  {o.help}")
+    return 0
+
+
+def _out_bytes(args, data: bytes, binary: bool):
+    from .util import write_bytes
+    if args.output and args.output != "-":
+        write_bytes(args.output, data)
+        return
+    if binary and sys.stdout.isatty():
+        raise ProtogenError("refusing to write binary output to a terminal; use -o FILE")
+    sys.stdout.buffer.write(data)
+    sys.stdout.buffer.flush()
+
+
+def cmd_emit(args, extra):
+    from .ir import DEPLOY, TRAIN_VAL
+    graph, net = load_graph(args.model, args, extra)
+    which = DEPLOY if args.phase == "deploy" else TRAIN_VAL
+    dialect = _dialect(args)
+    if args.format == "prototxt":
+        from .caffe.prototxt import to_prototxt
+        _out_bytes(args, to_prototxt(graph, which, dialect).encode(), False)
+    elif args.format == "solver":
+        from .solver import solver_prototxt
+        family = args.model if net is not None else None
+        text = solver_prototxt(graph.name, args.net_path or f"{graph.name}_train_val.prototxt", family)
+        _out_bytes(args, text.encode(), False)
+    elif args.format == "caffemodel":
+        from .caffe.caffemodel import write_caffemodel
+        from .caffe.prototxt import to_net_param
+        from .weights import init_weights
+        if not args.output or args.output == "-":
+            raise ProtogenError("--format caffemodel needs -o FILE")
+        init_weights(graph, args.seed, which)
+        blobs = {l.name: l.blobs for l in graph.select(net=which) if l.blobs}
+        write_caffemodel(args.output, to_net_param(graph, which, dialect), blobs)
+    elif args.format == "onnx":
+        from .onnx_io import export_onnx
+        from .weights import init_weights
+        if not args.output or args.output == "-":
+            raise ProtogenError("--format onnx needs -o FILE")
+        init_weights(graph, args.seed)
+        export_onnx(graph, args.output)
+    return 0
+
+
+def cmd_stats(args, extra):
+    from . import stats
+    graph, _ = load_graph(args.model, args, extra)
+    s = stats.compute(graph)
+    print(json.dumps(s, indent=1) if args.json else stats.format_table(s))
+    return 0
+
+
+def _add_net_options(p, phase=True):
+    p.add_argument("--dialect", default="default", help="default | bvlc (upstream Caffe layers only)")
+    p.add_argument("--shuffle", default=None, help="channel shuffle form: permute | shufflechannel | slice")
+    p.add_argument("--depthwise", default=None, help="depthwise type: Convolution | ConvolutionDepthwise")
+    p.add_argument("--input-size", type=int, default=None, help="input height/width (zoo models)")
+    p.add_argument("--num-classes", type=int, default=None, help="classifier outputs (zoo models)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="protogen", description="Describe CNNs in Python; emit Caffe "
+                                 "prototxt and ONNX; convert Caffe models; verify numerically.")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    p = sub.add_parser("list", help="zoo models and their options")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(fn=cmd_list)
+
+    p = sub.add_parser("emit", help="write a zoo net (or a prototxt) as prototxt, caffemodel, solver or ONNX",
+                       epilog="Model options (e.g. --groups 3 --width 0.5) follow; see 'protogen list'.")
+    p.add_argument("model")
+    p.add_argument("--format", choices=FORMATS, default="prototxt")
+    p.add_argument("--phase", choices=("deploy", "train"), default="deploy",
+                   help="deploy net or train_val net")
+    p.add_argument("--seed", type=int, default=0, help="seed of the generated weights")
+    p.add_argument("--net-path", default=None, help="net file named in the solver")
+    p.add_argument("-o", "--output", default=None, help="output file (default: stdout for text)")
+    _add_net_options(p)
+    p.set_defaults(fn=cmd_emit)
+
+    p = sub.add_parser("stats", help="per-layer shapes, params, mult-adds and memory access")
+    p.add_argument("model", help="zoo model name or .prototxt file")
+    p.add_argument("--json", action="store_true")
+    _add_net_options(p)
+    p.set_defaults(fn=cmd_stats)
+
+    for mod in ("verify_cli", "convert_cli", "diff_cli"):
+        try:
+            m = __import__(f"protogen.{mod}", fromlist=["register"])
+        except ModuleNotFoundError as e:
+            if e.name != f"protogen.{mod}":
+                raise
+            continue
+        m.register(sub)
+    return ap
+
+
+def main(argv=None) -> int:
+    ap = build_parser()
+    args, extra = ap.parse_known_args(argv)
+    try:
+        if extra and args.cmd not in ("emit", "stats", "verify"):
+            raise ProtogenError(f"unrecognized arguments: {' '.join(extra)}")
+        return int(args.fn(args, extra) or 0)
+    except ProtogenError as e:
+        msg = str(e)
+        print(f"protogen: error: {msg}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:
+        return 0
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,247 @@
+"""The intermediate representation: a Caffe-semantics layer graph over named blobs.
+
+A :class:`Graph` is an ordered list of :class:`Layer` objects, exactly as a Caffe net lists
+them. Each layer reads ``bottoms`` and writes ``tops`` (blob names). A layer may write a blob
+it reads (Caffe's in-place computation, e.g. ``ReLU`` with ``top == bottom``); every other
+blob name is written once. Order matters: a bottom must have been written by an earlier
+layer, which also makes the graph acyclic by construction.
+
+What each layer type *means* (parameters, shape rule, weights, cost, translations) lives in
+the layer registry (:mod:`protogen.layers`); the IR only holds the structure.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Iterator
+
+from .errors import ProtogenError, ShapeError
+
+Shape = tuple[int, ...]
+
+#: Caffe phases
+TRAIN, TEST = "TRAIN", "TEST"
+PHASES = (TRAIN, TEST)
+
+#: Which emitted net a layer belongs to. ``deploy`` is the inference net with an Input
+#: layer; ``train_val`` is the training net with data layers and losses.
+DEPLOY, TRAIN_VAL = "deploy", "train_val"
+BOTH_NETS = frozenset({DEPLOY, TRAIN_VAL})
+
+
+@dataclass
+class ParamSpec:
+    """Caffe's per-blob learning options (``param { lr_mult decay_mult name }``)."""
+    lr_mult: float = 1.0
+    decay_mult: float = 1.0
+    name: str = ""
+
+
+@dataclass
+class Layer:
+    name: str
+    type: str
+    bottoms: list[str]
+    tops: list[str]
+    params: Any = None
+    #: phases in which the layer is active (Caffe include/exclude rules); None = always
+    phases: frozenset | None = None
+    #: which nets (deploy / train_val) the layer belongs to
+    nets: frozenset = BOTH_NETS
+    loss_weight: list[float] = field(default_factory=list)
+    param_specs: list[ParamSpec] = field(default_factory=list)
+    #: weight initialisers written into a training prototxt, e.g. {"weight_filler": {"type": "msra"}}
+    fillers: dict = field(default_factory=dict)
+    #: learned blobs (numpy arrays) when the graph carries weights
+    blobs: list | None = None
+
+    @property
+    def kind(self):
+        from .layers import get_type
+        return get_type(self.type)
+
+    @property
+    def inplace(self) -> bool:
+        return bool(set(self.tops) & set(self.bottoms))
+
+    def copy(self, **changes) -> "Layer":
+        return dataclasses.replace(self, **changes)
+
+    def active_in(self, net: str | None = None, phase: str | None = None) -> bool:
+        if net is not None and net not in self.nets:
+            return False
+        if phase is not None and self.phases is not None and phase not in self.phases:
+            return False
+        return True
+
+
+@dataclass
+class Step:
+    """One layer with its inputs and outputs resolved to SSA values and shapes."""
+    layer: Layer
+    inputs: list[str]          # SSA value names of the bottoms
+    outputs: list[str]         # SSA value names of the tops
+    in_shapes: list[Shape]
+    out_shapes: list[Shape]
+
+
+class Graph:
+    def __init__(self, name: str = "net", layers: Iterable[Layer] = ()):
+        self.name = name
+        self.layers: list[Layer] = list(layers)
+
+    # ------------------------------------------------------------------ basics
+    def __iter__(self) -> Iterator[Layer]:
+        return iter(self.layers)
+
+    def __len__(self) -> int:
+        return len(self.layers)
+
+    def layer(self, name: str) -> Layer:
+        for l in self.layers:
+            if l.name == name:
+                return l
+        raise KeyError(name)
+
+    def select(self, net: str | None = None, phase: str | None = None) -> "Graph":
+        """The sub-net active for ``net`` (deploy/train_val) and ``phase`` (TRAIN/TEST)."""
+        return Graph(self.name, [l for l in self.layers if l.active_in(net, phase)])
+
+    def input_layers(self) -> list[Layer]:
+        return [l for l in self.layers if l.kind.is_input]
+
+    # ------------------------------------------------------------------ checks
+    def check(self, file: str | None = None) -> None:
+        """Structural checks with clear errors: known types, arity, names, dataflow order.
+
+        Layers active in different phases may reuse names and tops (a train_val net has a
+        TRAIN and a TEST data layer both writing ``data``), so the per-phase views are
+        checked separately.
+        """
+        from .layers import get_type
+        problems = []
+        for l in self.layers:
+            try:
+                kind = get_type(l.type)
+            except ProtogenError as e:
+                raise e.with_context(file=file, layer=l.name)
+            lo, hi = kind.n_bottoms
+            if len(l.bottoms) < lo or (hi is not None and len(l.bottoms) > hi):
+                want = f"{lo}" if lo == hi else f"{lo}..{hi if hi is not None else 'n'}"
+                problems.append((l.name, f"{l.type} takes {want} bottom(s), got {len(l.bottoms)}"))
+            lo, hi = kind.n_tops
+            if len(l.tops) < lo or (hi is not None and len(l.tops) > hi):
+                want = f"{lo}" if lo == hi else f"{lo}..{hi if hi is not None else 'n'}"
+                problems.append((l.name, f"{l.type} produces {want} top(s), got {len(l.tops)}"))
+            if l.inplace and not kind.inplace:
+                problems.append((l.name, f"{l.type} cannot run in place (top == bottom)"))
+        if problems:
+            name, msg = problems[0]
+            raise ProtogenError(msg, file=file, layer=name)
+        phases = {p for l in self.layers if l.phases for p in l.phases} or {None}
+        for ph in sorted(phases, key=str):
+            self.select(phase=ph)._check_dataflow(file)
+
+    def _check_dataflow(self, file: str | None) -> None:
+        names: set[str] = set()
+        written: set[str] = set()
+        all_tops = {t: i for i, l in enumerate(self.layers) for t in l.tops}
+        for i, l in enumerate(self.layers):
+            if l.name in names:
+                raise ProtogenError("duplicate layer name", file=file, layer=l.name)
+            names.add(l.name)
+            for b in l.bottoms:
+                if b not in written:
+                    later = [j for j, m in enumerate(self.layers) if j >= i and b in m.tops]
+                    if later:
+                        raise ProtogenError(
+                            f"bottom '{b}' is produced by layer '{self.layers[later[0]].name}', "
+                            "which comes at or after this one (a cycle, or layers out of order)",
+                            file=file, layer=l.name)
+                    raise ProtogenError(f"unknown bottom blob '{b}' (no earlier layer produces it)",
+                                        file=file, layer=l.name)
+            if len(set(l.tops)) != len(l.tops):
+                raise ProtogenError("the same top is listed twice", file=file, layer=l.name)
+            for t in l.tops:
+                if t in written and t not in l.bottoms:
+                    raise ProtogenError(
+                        f"top '{t}' is already produced by an earlier layer "
+                        "(only in-place layers may write a blob again)", file=file, layer=l.name)
+                written.add(t)
+        del all_tops
+
+    # ------------------------------------------------------------------ SSA + shapes
+    def steps(self, input_shapes: dict[str, Shape] | None = None, file: str | None = None) -> list[Step]:
+        """Resolve in-place blobs to SSA values and infer every shape, in order.
+
+        The last version of every blob is named like the blob itself; earlier versions of a
+        blob rewritten in place are named ``blob@k`` (k = 1, 2, ...).
+        """
+        from .layers import get_type
+        self.check(file)
+        n_writes: dict[str, int] = {}
+        for l in self.layers:
+            for t in l.tops:
+                n_writes[t] = n_writes.get(t, 0) + 1
+        seen: dict[str, int] = {}
+
+        def new_value(blob: str) -> str:
+            k = seen.get(blob, 0) + 1
+            seen[blob] = k
+            return blob if k == n_writes[blob] else f"{blob}@{k}"
+
+        current: dict[str, str] = {}
+        shapes: dict[str, Shape] = {}
+        out: list[Step] = []
+        overrides = dict(input_shapes or {})
+        for l in self.layers:
+            kind = get_type(l.type)
+            ins = [current[b] for b in l.bottoms]
+            in_shapes = [shapes[v] for v in ins]
+            try:
+                out_shapes = [tuple(int(d) for d in s)
+                              for s in kind.output_shapes(l.params, in_shapes, len(l.tops))]
+                if kind.is_input:
+                    out_shapes = [tuple(overrides.get(t, s)) for t, s in zip(l.tops, out_shapes)]
+            except ProtogenError as e:
+                raise e.with_context(file=file, layer=l.name)
+            for s in out_shapes:
+                if any(d < 0 for d in s):
+                    raise ShapeError(f"negative output dimension {s} (input {in_shapes} too small?)",
+                                     file=file, layer=l.name)
+                n = 1
+                for d in s:
+                    n *= d
+                if n > 2**40:
+                    raise ShapeError(f"absurd output shape {s} ({n} elements)", file=file, layer=l.name)
+            if len(out_shapes) != len(l.tops):
+                raise ShapeError(f"{l.type} gives {len(out_shapes)} outputs for {len(l.tops)} tops",
+                                 file=file, layer=l.name)
+            outs = []
+            for t, s in zip(l.tops, out_shapes):
+                v = new_value(t)
+                current[t] = v
+                shapes[v] = s
+                outs.append(v)
+            out.append(Step(l, ins, outs, in_shapes, out_shapes))
+        return out
+
+    def blob_shapes(self, input_shapes: dict[str, Shape] | None = None) -> dict[str, Shape]:
+        """Final shape of every blob name (the shape after the last in-place rewrite)."""
+        res: dict[str, Shape] = {}
+        for st in self.steps(input_shapes):
+            for t, s in zip(st.layer.tops, st.out_shapes):
+                res[t] = s
+        return res
+
+    def outputs(self) -> list[str]:
+        """Blobs written but never read afterwards (Caffe's net outputs)."""
+        consumed: set[str] = set()
+        for l in self.layers:
+            consumed.update(b for b in l.bottoms if b not in l.tops)
+        outs = []
+        for l in self.layers:
+            for t in l.tops:
+                if t not in consumed and t not in outs:
+                    outs.append(t)
+        return outs

@@ -1,0 +1,6 @@
+"""The layer-type registry: one class per Caffe layer type, grouped by family.
+
+``get_type("Convolution")`` returns the object that knows everything about that type.
+"""
+from .base import Cost, LayerType, get_type, numel, register, registered_types  # noqa: F401
+from . import conv, pool, norm, act, tensor, io  # noqa: F401,E402  (registers the types)

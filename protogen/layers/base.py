@@ -1,0 +1,253 @@
+"""The base of the layer-type registry.
+
+A layer type is one :class:`LayerType` subclass holding everything true of it: its
+parameters (a dataclass mirroring Caffe's ``*Parameter`` message), how they are read from and
+written to Caffe's ``LayerParameter``, the shape rule, the weight-blob shapes, the seeded
+initialisation, the cost (learnable params, multiply-adds, memory access), and — added by the
+backends' issues in the same class — the ONNX lowering and the PyTorch forward.
+
+Memory access cost (MAC) follows the ShuffleNet V2 paper: the number of elements a layer
+reads and writes, i.e. ``sum(input sizes) + sum(output sizes) + weight sizes`` for batch 1.
+For a 1x1 convolution with equal input/output spatial size this is ``h*w*(c1+c2) + c1*c2``
+exactly as the paper writes it. In-place layers still read and write their blob. Layers that
+only relabel memory (Reshape, Flatten, Split, Dropout at test time, Input) cost 0.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+
+from ..errors import ProtogenError, ShapeError
+
+Shape = tuple[int, ...]
+
+
+def numel(shape) -> int:
+    n = 1
+    for d in shape:
+        n *= int(d)
+    return n
+
+
+@dataclass
+class Cost:
+    params: int = 0            # learnable parameters
+    stats: int = 0             # non-learnable statistics (BatchNorm mean/var/factor)
+    macs: int = 0              # multiply-adds
+    memory_access: int = 0     # elements read + written (ShuffleNet V2's MAC)
+
+
+@dataclass(frozen=True)
+class NoParams:
+    pass
+
+
+def _enum_name(field_desc, value):
+    return field_desc.enum_type.values_by_number[value].name
+
+
+class LayerType:
+    """Base class: one subclass per Caffe layer type, registered by :func:`register`."""
+
+    #: the Caffe type string (``LayerParameter.type``)
+    type: ClassVar[str] = ""
+    #: other type strings read as this type (e.g. legacy or fork spellings)
+    aliases: ClassVar[tuple[str, ...]] = ()
+    #: the LayerParameter field holding this type's parameters, e.g. "convolution_param"
+    param_field: ClassVar[str | None] = None
+    Params: ClassVar[type] = NoParams
+    n_bottoms: ClassVar[tuple[int, int | None]] = (1, 1)
+    n_tops: ClassVar[tuple[int, int | None]] = (1, 1)
+    #: may run in place (top == bottom)
+    inplace: ClassVar[bool] = False
+    #: a source of data (Input, Data, ...)
+    is_input: ClassVar[bool] = False
+    #: a loss layer: contributes loss_weight 1 by default
+    is_loss: ClassVar[bool] = False
+    #: only relabels memory; costs no memory access
+    is_view: ClassVar[bool] = False
+    #: LayerParameter fields (besides param_field) that this type understands and ignores
+    #: silently when reading a Caffe net
+    benign_fields: ClassVar[frozenset] = frozenset()
+    #: fields of the param message that are read but have no effect at inference
+    benign_param_fields: ClassVar[frozenset] = frozenset(
+        {"weight_filler", "bias_filler", "filler", "engine"})
+
+    # ----------------------------------------------------------- parameters
+    def validate(self, p) -> None:
+        """Raise ProtogenError for parameter values Caffe itself would refuse."""
+
+    def default_params(self):
+        return self.Params()
+
+    def parse(self, lp) -> Any:
+        """Parameters from a (V2) ``caffe_pb2.LayerParameter``."""
+        if self.param_field is None:
+            return self.Params()
+        msg = getattr(lp, self.param_field)
+        kw = {}
+        names = {f.name for f in dataclasses.fields(self.Params)}
+        for fd in msg.DESCRIPTOR.fields:
+            if fd.name not in names:
+                continue
+            v = getattr(msg, fd.name)
+            if fd.is_repeated:
+                kw[fd.name] = tuple(v) if fd.message_type is None else tuple(v)
+            elif msg.HasField(fd.name):
+                kw[fd.name] = _enum_name(fd, v) if fd.enum_type is not None else v
+        p = self.Params(**kw)
+        self.validate(p)
+        return p
+
+    def unsupported(self, lp) -> list[str]:
+        """Problems that stop this layer from being represented faithfully (for the loader)."""
+        if self.param_field is None:
+            return []
+        msg = getattr(lp, self.param_field)
+        names = {f.name for f in dataclasses.fields(self.Params)}
+        bad = []
+        for fd, v in msg.ListFields():
+            if fd.name not in names and fd.name not in self.benign_param_fields:
+                bad.append(f"{self.param_field}.{fd.name} is not supported")
+        return bad
+
+    def write(self, p, lp) -> None:
+        """Write parameters into ``lp`` (only values that differ from Caffe's defaults)."""
+        if self.param_field is None:
+            return
+        msg = getattr(lp, self.param_field)
+        for f in dataclasses.fields(p):
+            v = getattr(p, f.name)
+            fd = msg.DESCRIPTOR.fields_by_name.get(f.name)
+            if fd is None or v is None:
+                continue
+            if fd.is_repeated:
+                if v:
+                    getattr(msg, f.name).extend(v)
+                continue
+            if fd.has_default_value and v == (fd.default_value if fd.enum_type is None
+                                               else _enum_name(fd, fd.default_value)):
+                continue
+            if fd.enum_type is not None:
+                v = fd.enum_type.values_by_name[v].number
+            setattr(msg, f.name, v)
+
+    def caffe_layers(self, layer, dialect, shapes=None) -> list:
+        """The Caffe ``LayerParameter`` message(s) that express ``layer`` in ``dialect``.
+
+        Most types give one message; a type that some Caffe dialects lack (channel shuffle,
+        ReLU6) expands into several. ``shapes`` are the layer's input shapes when known.
+        """
+        from ..caffe import pb
+        lp = pb.LayerParameter()
+        lp.name = layer.name
+        lp.type = self.caffe_type(layer, dialect)
+        lp.bottom.extend(layer.bottoms)
+        lp.top.extend(layer.tops)
+        self.write(layer.params, lp)
+        self.write_fillers(layer, lp)
+        return [lp]
+
+    def caffe_type(self, layer, dialect) -> str:
+        return self.type
+
+    def write_fillers(self, layer, lp) -> None:
+        if not layer.fillers or self.param_field is None:
+            return
+        msg = getattr(lp, self.param_field)
+        for key, spec in layer.fillers.items():
+            if key in msg.DESCRIPTOR.fields_by_name:
+                f = getattr(msg, key)
+                for k, v in spec.items():
+                    setattr(f, k, v)
+
+    # ----------------------------------------------------------- shapes and weights
+    def shapes(self, p, ins: list[Shape]) -> list[Shape]:
+        """Output shapes for input shapes ``ins`` (Caffe's Reshape())."""
+        return [ins[0]]
+
+    def output_shapes(self, p, ins: list[Shape], n_tops: int) -> list[Shape]:
+        """Like :meth:`shapes`, for types whose output count depends on the tops (Slice)."""
+        return self.shapes(p, ins)
+
+    def weight_shapes(self, p, ins: list[Shape]) -> list[Shape]:
+        return []
+
+    def learnable(self, p, ins: list[Shape]) -> list[bool]:
+        """Which weight blobs are learnable parameters (BatchNorm's statistics are not)."""
+        return [True] * len(self.weight_shapes(p, ins))
+
+    def init_weights(self, p, ins: list[Shape], rng: np.random.Generator) -> list[np.ndarray]:
+        """Seeded weights that keep activations in a healthy range (see protogen.weights)."""
+        return [np.zeros(s, np.float32) for s in self.weight_shapes(p, ins)]
+
+    # ----------------------------------------------------------- cost
+    def macs(self, p, ins: list[Shape], outs: list[Shape]) -> int:
+        """Multiply-adds as the papers count them: only convolution and fully-connected."""
+        return 0
+
+    def cost(self, p, ins: list[Shape], outs: list[Shape]) -> Cost:
+        ws = self.weight_shapes(p, ins)
+        learn = self.learnable(p, ins)
+        params = sum(numel(s) for s, l in zip(ws, learn) if l)
+        stats = sum(numel(s) for s, l in zip(ws, learn) if not l)
+        if self.is_view or self.is_input:
+            mac = 0
+        else:
+            mac = sum(numel(s) for s in ins) + sum(numel(s) for s in outs) + params + stats
+        return Cost(params=params, stats=stats, macs=self.macs(p, ins, outs), memory_access=mac)
+
+
+# --------------------------------------------------------------------- registry
+_REGISTRY: dict[str, LayerType] = {}
+
+
+def register(cls):
+    inst = cls()
+    for name in (cls.type, *cls.aliases):
+        if name in _REGISTRY:
+            raise RuntimeError(f"layer type {name} registered twice")
+        _REGISTRY[name] = inst
+    return cls
+
+
+def get_type(name: str) -> LayerType:
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise ProtogenError(f"unknown layer type '{name}'") from None
+
+
+def registered_types() -> dict[str, LayerType]:
+    return dict(_REGISTRY)
+
+
+# --------------------------------------------------------------------- helpers
+def spatial_pair(single: tuple, h: int, w: int, default: int, what: str) -> tuple[int, int]:
+    """Caffe's ``X_size`` (repeated, 0/1/2 values) vs ``X_h``/``X_w`` resolution."""
+    if h or w:
+        if single:
+            raise ProtogenError(f"give either {what} or {what}_h/_w, not both")
+        return int(h), int(w)
+    if len(single) == 0:
+        return default, default
+    if len(single) == 1:
+        return int(single[0]), int(single[0])
+    if len(single) == 2:
+        return int(single[0]), int(single[1])
+    raise ProtogenError(f"{what} has {len(single)} values; only 2-D is supported")
+
+
+def require_rank(ins: list[Shape], rank: int, what: str) -> None:
+    for s in ins:
+        if len(s) != rank:
+            raise ShapeError(f"{what} needs {rank}-D input, got shape {tuple(s)}")
+
+
+def he_normal(shape, fan_in: int, rng: np.random.Generator, gain: float = 2.0) -> np.ndarray:
+    std = math.sqrt(gain / max(fan_in, 1))
+    return (rng.standard_normal(shape, dtype=np.float32) * np.float32(std)).astype(np.float32)

@@ -1,0 +1,238 @@
+"""Convolution, Deconvolution and InnerProduct."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..errors import ProtogenError, ShapeError
+from .base import LayerType, he_normal, numel, register, require_rank, spatial_pair
+
+
+@dataclass(frozen=True)
+class ConvParams:
+    num_output: int
+    kernel_h: int
+    kernel_w: int
+    stride_h: int = 1
+    stride_w: int = 1
+    pad_h: int = 0
+    pad_w: int = 0
+    dilation_h: int = 1
+    dilation_w: int = 1
+    group: int = 1
+    bias_term: bool = True
+    axis: int = 1
+
+
+class _ConvBase(LayerType):
+    param_field = "convolution_param"
+    Params = ConvParams
+    benign_param_fields = LayerType.benign_param_fields | {"force_nd_im2col"}
+
+    def default_params(self):
+        raise ProtogenError(f"{self.type} needs num_output and kernel_size")
+
+    def validate(self, p: ConvParams) -> None:
+        if p.num_output <= 0:
+            raise ProtogenError(f"num_output must be positive, got {p.num_output}")
+        if min(p.kernel_h, p.kernel_w) <= 0:
+            raise ProtogenError(f"kernel size must be positive, got {p.kernel_h}x{p.kernel_w}")
+        if min(p.stride_h, p.stride_w) <= 0 or min(p.dilation_h, p.dilation_w) <= 0:
+            raise ProtogenError("stride and dilation must be positive")
+        if min(p.pad_h, p.pad_w) < 0:
+            raise ProtogenError("pad must be >= 0")
+        if p.group <= 0:
+            raise ProtogenError("group must be positive")
+        if p.num_output % p.group:
+            raise ProtogenError(f"num_output {p.num_output} is not divisible by group {p.group}")
+        if p.axis != 1:
+            raise ProtogenError("only axis 1 (channels) is supported for convolution")
+
+    def parse(self, lp) -> ConvParams:
+        c = lp.convolution_param
+        kh, kw = spatial_pair(tuple(c.kernel_size), c.kernel_h, c.kernel_w, 0, "kernel_size")
+        sh, sw = spatial_pair(tuple(c.stride), c.stride_h, c.stride_w, 1, "stride")
+        ph, pw = spatial_pair(tuple(c.pad), c.pad_h, c.pad_w, 0, "pad")
+        dh, dw = spatial_pair(tuple(c.dilation), 0, 0, 1, "dilation")
+        p = ConvParams(num_output=c.num_output, kernel_h=kh, kernel_w=kw, stride_h=sh, stride_w=sw,
+                       pad_h=ph, pad_w=pw, dilation_h=dh, dilation_w=dw, group=c.group,
+                       bias_term=c.bias_term, axis=c.axis)
+        self.validate(p)
+        return p
+
+    def unsupported(self, lp) -> list[str]:
+        c = lp.convolution_param
+        bad = []
+        if len(c.kernel_size) > 2 or len(c.stride) > 2 or len(c.pad) > 2 or len(c.dilation) > 2:
+            bad.append("only 2-D convolution is supported")
+        if c.axis != 1:
+            bad.append("convolution_param.axis != 1 is not supported")
+        return bad
+
+    def write(self, p: ConvParams, lp) -> None:
+        c = lp.convolution_param
+        c.num_output = p.num_output
+        if not p.bias_term:
+            c.bias_term = False
+        for name, a, b, dflt in (("pad", p.pad_h, p.pad_w, 0), ("kernel", p.kernel_h, p.kernel_w, None),
+                                 ("stride", p.stride_h, p.stride_w, 1)):
+            if a == b:
+                if a != dflt:
+                    getattr(c, "kernel_size" if name == "kernel" else name).append(a)
+            else:
+                setattr(c, f"{name}_h", a)
+                setattr(c, f"{name}_w", b)
+        if p.group != 1:
+            c.group = p.group
+        if (p.dilation_h, p.dilation_w) != (1, 1):
+            c.dilation.extend([p.dilation_h] if p.dilation_h == p.dilation_w else [p.dilation_h, p.dilation_w])
+
+    def weight_shapes(self, p: ConvParams, ins):
+        require_rank(ins, 4, self.type)
+        cin = ins[0][1]
+        if cin % p.group:
+            raise ShapeError(f"input channels {cin} are not divisible by group {p.group}")
+        w = self._weight_shape(p, cin)
+        return [w, (p.num_output,)] if p.bias_term else [w]
+
+    def init_weights(self, p: ConvParams, ins, rng):
+        shapes = self.weight_shapes(p, ins)
+        fan_in = ins[0][1] // p.group * p.kernel_h * p.kernel_w
+        ws = [he_normal(shapes[0], fan_in, rng)]
+        if p.bias_term:
+            ws.append((rng.standard_normal(shapes[1]) * 0.05).astype(np.float32))
+        return ws
+
+    def macs(self, p: ConvParams, ins, outs) -> int:
+        # each output element: (Cin/group) * kh * kw multiply-adds (bias not counted)
+        cin = ins[0][1]
+        if self.type == "Deconvolution":
+            # every input element scatters into (Cout/group) * kh * kw outputs
+            return numel(ins[0][1:]) * (p.num_output // p.group) * p.kernel_h * p.kernel_w
+        return numel(outs[0][1:]) * (cin // p.group) * p.kernel_h * p.kernel_w
+
+
+@register
+class Convolution(_ConvBase):
+    type = "Convolution"
+
+    def caffe_layers(self, layer, dialect, shapes=None) -> list:
+        lps = super().caffe_layers(layer, dialect, shapes)
+        p = layer.params
+        if (dialect.depthwise != "Convolution" and shapes and p.group > 1
+                and p.group == p.num_output == shapes[0][1]):
+            lps[0].type = dialect.depthwise
+        return lps
+
+    @staticmethod
+    def _weight_shape(p, cin):
+        return (p.num_output, cin // p.group, p.kernel_h, p.kernel_w)
+
+    def shapes(self, p: ConvParams, ins):
+        require_rank(ins, 4, "Convolution")
+        n, c, h, w = ins[0]
+        if c % p.group:
+            raise ShapeError(f"input channels {c} are not divisible by group {p.group}")
+        ekh = p.dilation_h * (p.kernel_h - 1) + 1
+        ekw = p.dilation_w * (p.kernel_w - 1) + 1
+        ho = (h + 2 * p.pad_h - ekh) // p.stride_h + 1
+        wo = (w + 2 * p.pad_w - ekw) // p.stride_w + 1
+        if ho <= 0 or wo <= 0:
+            raise ShapeError(f"input {h}x{w} is smaller than the {ekh}x{ekw} kernel (pad {p.pad_h},{p.pad_w})")
+        return [(n, p.num_output, ho, wo)]
+
+
+@register
+class ConvolutionDepthwise(Convolution):
+    """Fork spelling of a depthwise convolution (group = channels), read as Convolution."""
+    type = "ConvolutionDepthwise"
+    aliases = ("DepthwiseConvolution",)
+
+    def parse(self, lp) -> ConvParams:
+        from dataclasses import replace
+        p = super().parse(lp)
+        # the forks ignore `group` and use one group per channel; input channels are only
+        # known at shape time, and for these layers num_output == input channels
+        return replace(p, group=p.num_output)
+
+    def caffe_type(self, layer, dialect) -> str:
+        return "Convolution"
+
+    def caffe_layers(self, layer, dialect, shapes=None) -> list:
+        return Convolution.caffe_layers(self, layer, dialect, shapes)
+
+
+@register
+class Deconvolution(_ConvBase):
+    type = "Deconvolution"
+
+    @staticmethod
+    def _weight_shape(p, cin):
+        return (cin, p.num_output // p.group, p.kernel_h, p.kernel_w)
+
+    def init_weights(self, p: ConvParams, ins, rng):
+        shapes = self.weight_shapes(p, ins)
+        # each output receives about cin/group * k*k / stride^2 contributions
+        fan = max(1, ins[0][1] // p.group * p.kernel_h * p.kernel_w // (p.stride_h * p.stride_w))
+        ws = [he_normal(shapes[0], fan, rng)]
+        if p.bias_term:
+            ws.append((rng.standard_normal(shapes[1]) * 0.05).astype(np.float32))
+        return ws
+
+    def shapes(self, p: ConvParams, ins):
+        require_rank(ins, 4, "Deconvolution")
+        n, c, h, w = ins[0]
+        if c % p.group:
+            raise ShapeError(f"input channels {c} are not divisible by group {p.group}")
+        ho = p.stride_h * (h - 1) + p.dilation_h * (p.kernel_h - 1) + 1 - 2 * p.pad_h
+        wo = p.stride_w * (w - 1) + p.dilation_w * (p.kernel_w - 1) + 1 - 2 * p.pad_w
+        if ho <= 0 or wo <= 0:
+            raise ShapeError(f"output would be {ho}x{wo}")
+        return [(n, p.num_output, ho, wo)]
+
+
+@dataclass(frozen=True)
+class InnerProductParams:
+    num_output: int
+    bias_term: bool = True
+    axis: int = 1
+    transpose: bool = False
+
+
+@register
+class InnerProduct(LayerType):
+    type = "InnerProduct"
+    param_field = "inner_product_param"
+    Params = InnerProductParams
+
+    def validate(self, p) -> None:
+        if p.num_output <= 0:
+            raise ProtogenError(f"num_output must be positive, got {p.num_output}")
+
+    def _split(self, p, shape):
+        axis = p.axis if p.axis >= 0 else p.axis + len(shape)
+        if not 0 <= axis < len(shape):
+            raise ShapeError(f"axis {p.axis} out of range for shape {shape}")
+        return axis, numel(shape[axis:])
+
+    def shapes(self, p, ins):
+        axis, _ = self._split(p, ins[0])
+        return [tuple(ins[0][:axis]) + (p.num_output,)]
+
+    def weight_shapes(self, p, ins):
+        _, k = self._split(p, ins[0])
+        w = (k, p.num_output) if p.transpose else (p.num_output, k)
+        return [w, (p.num_output,)] if p.bias_term else [w]
+
+    def init_weights(self, p, ins, rng):
+        shapes = self.weight_shapes(p, ins)
+        _, k = self._split(p, ins[0])
+        ws = [he_normal(shapes[0], k, rng, gain=1.0)]
+        if p.bias_term:
+            ws.append((rng.standard_normal(shapes[1]) * 0.05).astype(np.float32))
+        return ws
+
+    def macs(self, p, ins, outs) -> int:
+        axis, k = self._split(p, ins[0])
+        return numel(ins[0][1:axis]) * k * p.num_output

@@ -1,0 +1,171 @@
+"""Data sources and training-only layers: Input, Data, ImageData, SoftmaxWithLoss, Accuracy."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ..errors import ProtogenError, ShapeError
+from .base import LayerType, register
+
+
+@dataclass(frozen=True)
+class InputParams:
+    shape: tuple = ()     # one shape (tuple of dims) per top
+
+
+@register
+class Input(LayerType):
+    type = "Input"
+    param_field = "input_param"
+    Params = InputParams
+    n_bottoms = (0, 0)
+    n_tops = (1, None)
+    is_input = True
+
+    def validate(self, p):
+        for s in p.shape:
+            if any(d <= 0 for d in s):
+                raise ProtogenError(f"input shape {tuple(s)} has a non-positive dimension")
+            n = 1
+            for d in s:
+                n *= d
+            if n > 2**36:
+                raise ProtogenError(f"absurd input shape {tuple(s)} ({n} elements)")
+
+    def parse(self, lp):
+        p = InputParams(shape=tuple(tuple(int(d) for d in s.dim) for s in lp.input_param.shape))
+        self.validate(p)
+        return p
+
+    def write(self, p, lp):
+        for s in p.shape:
+            lp.input_param.shape.add().dim.extend(s)
+
+    def output_shapes(self, p, ins, n_tops):
+        if len(p.shape) == 1:
+            return [p.shape[0]] * n_tops
+        if len(p.shape) != n_tops:
+            raise ShapeError(f"{len(p.shape)} input shapes for {n_tops} tops")
+        return list(p.shape)
+
+
+@dataclass(frozen=True)
+class DataParams:
+    """A database/image-list data layer. ``crop_size``/``channels`` give its blob shape;
+    ``transform`` holds Caffe's transform_param fields (mirror, mean_value, scale...)."""
+    source: str = ""
+    batch_size: int = 1
+    backend: str = "LMDB"
+    crop_size: int = 0
+    channels: int = 3
+    mirror: bool = False
+    mean_value: tuple = ()
+    scale: float = 1.0
+    new_height: int = 0
+    new_width: int = 0
+    shuffle: bool = False
+
+
+@register
+class Data(LayerType):
+    type = "Data"
+    param_field = "data_param"
+    Params = DataParams
+    n_bottoms = (0, 0)
+    n_tops = (1, 2)
+    is_input = True
+    benign_fields = frozenset({"transform_param"})
+
+    def validate(self, p):
+        if p.batch_size <= 0:
+            raise ProtogenError("batch_size must be positive")
+
+    def _param_msg(self, lp):
+        return getattr(lp, self.param_field)
+
+    def parse(self, lp):
+        d = self._param_msg(lp)
+        t = lp.transform_param
+        kw = dict(source=d.source, batch_size=d.batch_size or 1, crop_size=t.crop_size,
+                  mirror=t.mirror, mean_value=tuple(t.mean_value), scale=t.scale)
+        if self.type == "Data":
+            kw["backend"] = d.DB.Name(d.backend)
+        else:
+            kw.update(new_height=d.new_height, new_width=d.new_width, shuffle=d.shuffle,
+                      channels=3 if d.is_color else 1)
+        return DataParams(**kw)
+
+    def unsupported(self, lp):
+        return []
+
+    def write(self, p, lp):
+        d = self._param_msg(lp)
+        d.source = p.source
+        d.batch_size = p.batch_size
+        if self.type == "Data":
+            d.backend = d.DB.Value(p.backend)
+        else:
+            if p.new_height:
+                d.new_height, d.new_width = p.new_height, p.new_width
+            if p.shuffle:
+                d.shuffle = True
+        t = lp.transform_param
+        if p.mirror:
+            t.mirror = True
+        if p.crop_size:
+            t.crop_size = p.crop_size
+        t.mean_value.extend(p.mean_value)
+        if p.scale != 1.0:
+            t.scale = p.scale
+
+    def output_shapes(self, p, ins, n_tops):
+        size = p.crop_size or p.new_height
+        if not size:
+            raise ShapeError("the data blob's size is unknown: the layer has no crop_size "
+                             "(give the input shape explicitly)")
+        w = p.crop_size or p.new_width
+        shapes = [(p.batch_size, p.channels, size, w), (p.batch_size,)]
+        return shapes[:n_tops]
+
+
+@register
+class ImageData(Data):
+    type = "ImageData"
+    param_field = "image_data_param"
+
+
+@dataclass(frozen=True)
+class SoftmaxWithLossParams:
+    axis: int = 1
+
+
+@register
+class SoftmaxWithLoss(LayerType):
+    type = "SoftmaxWithLoss"
+    param_field = "softmax_param"
+    Params = SoftmaxWithLossParams
+    n_bottoms = (2, 2)
+    n_tops = (1, 2)
+    is_loss = True
+    benign_fields = frozenset({"loss_param"})
+
+    def output_shapes(self, p, ins, n_tops):
+        return [()] + [ins[0]] * (n_tops - 1)
+
+
+@dataclass(frozen=True)
+class AccuracyParams:
+    top_k: int = 1
+    axis: int = 1
+
+
+@register
+class Accuracy(LayerType):
+    type = "Accuracy"
+    param_field = "accuracy_param"
+    Params = AccuracyParams
+    n_bottoms = (2, 2)
+    n_tops = (1, 2)
+    benign_param_fields = LayerType.benign_param_fields | {"ignore_label"}
+
+    def output_shapes(self, p, ins, n_tops):
+        return [()] + [(ins[0][p.axis],)] * (n_tops - 1)

@@ -1,0 +1,324 @@
+"""Layers that combine, split or rearrange blobs: Concat, Slice, Split, Eltwise, Reshape,
+Flatten, Permute, ShuffleChannel, Softmax."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..errors import ProtogenError, ShapeError
+from .base import LayerType, numel, register
+
+
+def _axis(axis: int, rank: int) -> int:
+    a = axis + rank if axis < 0 else axis
+    if not 0 <= a < rank:
+        raise ShapeError(f"axis {axis} out of range for a {rank}-D blob")
+    return a
+
+
+@dataclass(frozen=True)
+class ConcatParams:
+    axis: int = 1
+
+
+@register
+class Concat(LayerType):
+    type = "Concat"
+    param_field = "concat_param"
+    Params = ConcatParams
+    n_bottoms = (1, None)
+
+    def parse(self, lp):
+        c = lp.concat_param
+        axis = c.axis if c.HasField("axis") or not c.HasField("concat_dim") else c.concat_dim
+        return ConcatParams(axis=axis)
+
+    def shapes(self, p, ins):
+        a = _axis(p.axis, len(ins[0]))
+        for s in ins[1:]:
+            if len(s) != len(ins[0]) or any(x != y for i, (x, y) in enumerate(zip(s, ins[0])) if i != a):
+                raise ShapeError(f"cannot concatenate shapes {ins} along axis {p.axis}")
+        out = list(ins[0])
+        out[a] = sum(s[a] for s in ins)
+        return [tuple(out)]
+
+
+@dataclass(frozen=True)
+class SliceParams:
+    axis: int = 1
+    slice_point: tuple = ()
+
+
+@register
+class Slice(LayerType):
+    type = "Slice"
+    param_field = "slice_param"
+    Params = SliceParams
+    n_tops = (1, None)
+
+    def parse(self, lp):
+        c = lp.slice_param
+        axis = c.axis if c.HasField("axis") or not c.HasField("slice_dim") else c.slice_dim
+        return SliceParams(axis=axis, slice_point=tuple(c.slice_point))
+
+    def sections(self, p, shape, n_tops: int) -> list[int]:
+        a = _axis(p.axis, len(shape))
+        total = shape[a]
+        if p.slice_point:
+            pts = list(p.slice_point)
+            if len(pts) != n_tops - 1:
+                raise ShapeError(f"{len(pts)} slice points for {n_tops} tops")
+            if pts != sorted(pts) or pts[0] <= 0 or pts[-1] >= total:
+                raise ShapeError(f"slice points {pts} are not increasing inside (0, {total})")
+            edges = [0] + pts + [total]
+            return [edges[i + 1] - edges[i] for i in range(n_tops)]
+        if total % n_tops:
+            raise ShapeError(f"axis size {total} does not split evenly into {n_tops} tops")
+        return [total // n_tops] * n_tops
+
+    def output_shapes(self, p, ins, n_tops):
+        a = _axis(p.axis, len(ins[0]))
+        outs = []
+        for size in self.sections(p, ins[0], n_tops):
+            s = list(ins[0])
+            s[a] = size
+            outs.append(tuple(s))
+        return outs
+
+
+@register
+class Split(LayerType):
+    """Copies its bottom to every top (Caffe inserts these itself for shared blobs)."""
+    type = "Split"
+    n_tops = (1, None)
+    is_view = True
+
+    def output_shapes(self, p, ins, n_tops):
+        return [ins[0]] * n_tops
+
+
+@dataclass(frozen=True)
+class EltwiseParams:
+    operation: str = "SUM"      # PROD | SUM | MAX
+    coeff: tuple = ()
+
+
+@register
+class Eltwise(LayerType):
+    type = "Eltwise"
+    param_field = "eltwise_param"
+    Params = EltwiseParams
+    n_bottoms = (2, None)
+    benign_param_fields = LayerType.benign_param_fields | {"stable_prod_grad"}
+
+    def validate(self, p):
+        if p.coeff and p.operation != "SUM":
+            raise ProtogenError("Eltwise coeff is only valid for SUM")
+
+    def shapes(self, p, ins):
+        if p.coeff and len(p.coeff) != len(ins):
+            raise ShapeError(f"{len(p.coeff)} coefficients for {len(ins)} bottoms")
+        for s in ins[1:]:
+            if tuple(s) != tuple(ins[0]):
+                raise ShapeError(f"Eltwise needs equal shapes, got {ins}")
+        return [ins[0]]
+
+
+@dataclass(frozen=True)
+class ReshapeParams:
+    shape: tuple = ()       # dims; 0 copies the input dim, -1 is inferred
+    axis: int = 0
+    num_axes: int = -1
+
+
+def reshape_dims(p: ReshapeParams, shape) -> tuple[int, ...]:
+    """Caffe ReshapeLayer: replace input axes [axis, axis+num_axes) by ``p.shape``."""
+    rank = len(shape)
+    start = p.axis + rank + 1 if p.axis < 0 else p.axis
+    if not 0 <= start <= rank:
+        raise ShapeError(f"reshape axis {p.axis} out of range for {shape}")
+    end = rank if p.num_axes == -1 else start + p.num_axes
+    if p.num_axes < -1 or end > rank:
+        raise ShapeError(f"reshape num_axes {p.num_axes} out of range for {shape}")
+    new = []
+    infer = None
+    for i, d in enumerate(p.shape):
+        if d == 0:
+            if start + i >= rank:
+                raise ShapeError(f"dim 0 at position {i} copies input axis {start + i}, which {shape} lacks")
+            new.append(shape[start + i])
+        elif d == -1:
+            if infer is not None:
+                raise ShapeError("at most one -1 in a reshape")
+            infer = i
+            new.append(1)
+        elif d < -1:
+            raise ShapeError(f"invalid reshape dim {d}")
+        else:
+            new.append(d)
+    out = list(shape[:start]) + new + list(shape[end:])
+    total = numel(shape)
+    if infer is not None:
+        known = numel(out)
+        if known == 0 or total % known:
+            raise ShapeError(f"cannot reshape {shape} to {p.shape}")
+        out[start + infer] = total // known
+    if numel(out) != total:
+        raise ShapeError(f"cannot reshape {tuple(shape)} ({total} elements) to {tuple(out)}")
+    return tuple(out)
+
+
+@register
+class Reshape(LayerType):
+    type = "Reshape"
+    param_field = "reshape_param"
+    Params = ReshapeParams
+    is_view = True
+
+    def parse(self, lp):
+        c = lp.reshape_param
+        return ReshapeParams(shape=tuple(c.shape.dim), axis=c.axis, num_axes=c.num_axes)
+
+    def write(self, p, lp):
+        c = lp.reshape_param
+        c.shape.dim.extend(p.shape)
+        if p.axis != 0:
+            c.axis = p.axis
+        if p.num_axes != -1:
+            c.num_axes = p.num_axes
+
+    def shapes(self, p, ins):
+        return [reshape_dims(p, ins[0])]
+
+
+@dataclass(frozen=True)
+class FlattenParams:
+    axis: int = 1
+    end_axis: int = -1
+
+
+@register
+class Flatten(LayerType):
+    type = "Flatten"
+    param_field = "flatten_param"
+    Params = FlattenParams
+    is_view = True
+
+    def shapes(self, p, ins):
+        s = ins[0]
+        a = _axis(p.axis, len(s))
+        e = _axis(p.end_axis, len(s))
+        if e < a:
+            raise ShapeError(f"flatten end_axis {p.end_axis} before axis {p.axis}")
+        return [tuple(s[:a]) + (numel(s[a:e + 1]),) + tuple(s[e + 1:])]
+
+
+@dataclass(frozen=True)
+class PermuteParams:
+    order: tuple = ()
+
+
+def full_order(order, rank: int) -> tuple[int, ...]:
+    """The SSD fork's rule: listed axes first, then the unlisted ones in their order."""
+    seen = []
+    for o in order:
+        if not 0 <= o < rank or o in seen:
+            raise ShapeError(f"permute order {tuple(order)} is invalid for a {rank}-D blob")
+        seen.append(o)
+    return tuple(seen + [i for i in range(rank) if i not in seen])
+
+
+@register
+class Permute(LayerType):
+    """Transpose of axes (the weiliu89/caffe SSD extension, ``permute_param = 202``)."""
+    type = "Permute"
+    param_field = "permute_param"
+    Params = PermuteParams
+
+    def shapes(self, p, ins):
+        o = full_order(p.order, len(ins[0]))
+        return [tuple(ins[0][i] for i in o)]
+
+
+@dataclass(frozen=True)
+class ShuffleChannelParams:
+    group: int = 1
+
+
+@register
+class ShuffleChannel(LayerType):
+    """ShuffleNet's channel shuffle: out[j*g + i] = in[i*n + j], C = g*n.
+
+    Written per dialect: one ShuffleChannel layer, Reshape -> Permute -> Reshape, or (strict
+    BVLC) Slice -> Reshape each -> Concat -> Reshape.
+    """
+    type = "ShuffleChannel"
+    param_field = "shuffle_channel_param"
+    Params = ShuffleChannelParams
+
+    def validate(self, p):
+        if p.group <= 0:
+            raise ProtogenError(f"shuffle group must be positive, got {p.group}")
+
+    def shapes(self, p, ins):
+        if len(ins[0]) < 2 or ins[0][1] % p.group:
+            raise ShapeError(f"channels of {ins[0]} are not divisible by shuffle group {p.group}")
+        return [ins[0]]
+
+    def caffe_layers(self, layer, dialect, shapes=None):
+        from ..caffe import pb
+        g = layer.params.group
+        name, x, y = layer.name, layer.bottoms[0], layer.tops[0]
+        if dialect.shuffle == "shufflechannel":
+            lp = pb.LayerParameter(name=name, type="ShuffleChannel", bottom=[x], top=[y])
+            lp.shuffle_channel_param.group = g
+            return [lp]
+
+        def reshape(n, b, t, dims, axis=0, num_axes=-1):
+            lp = pb.LayerParameter(name=n, type="Reshape", bottom=[b], top=[t])
+            lp.reshape_param.shape.dim.extend(dims)
+            if axis:
+                lp.reshape_param.axis = axis
+            if num_axes != -1:
+                lp.reshape_param.num_axes = num_axes
+            return lp
+
+        if dialect.shuffle == "permute":
+            perm = pb.LayerParameter(name=f"{name}/permute", type="Permute",
+                                     bottom=[f"{name}/reshape"], top=[f"{name}/permute"])
+            perm.permute_param.order.extend([0, 2, 1, 3, 4])
+            return [reshape(f"{name}/reshape", x, f"{name}/reshape", [g, -1], axis=1, num_axes=1),
+                    perm,
+                    reshape(name, f"{name}/permute", y, [-1], axis=1, num_axes=2)]
+        # strict BVLC: Slice into g pieces, make each (N, C/g, 1, H*W), stack along axis 2
+        if shapes is None:
+            raise ProtogenError("the slice form of channel shuffle needs known input shapes")
+        _, c, h, w = shapes[0]
+        pieces = [f"{name}/slice{i}" for i in range(g)]
+        sl = pb.LayerParameter(name=f"{name}/slice", type="Slice", bottom=[x], top=pieces)
+        sl.slice_param.axis = 1
+        lps = [sl]
+        flat = []
+        for i, piece in enumerate(pieces):
+            lps.append(reshape(f"{name}/reshape{i}", piece, f"{name}/flat{i}", [1, -1], axis=2, num_axes=2))
+            flat.append(f"{name}/flat{i}")
+        cat = pb.LayerParameter(name=f"{name}/concat", type="Concat", bottom=flat, top=[f"{name}/concat"])
+        cat.concat_param.axis = 2
+        lps.append(cat)
+        lps.append(reshape(name, f"{name}/concat", y, [0, c, h, w]))
+        return lps
+
+
+@dataclass(frozen=True)
+class SoftmaxParams:
+    axis: int = 1
+
+
+@register
+class Softmax(LayerType):
+    type = "Softmax"
+    param_field = "softmax_param"
+    Params = SoftmaxParams
+
+    def shapes(self, p, ins):
+        _axis(p.axis, len(ins[0]))
+        return [ins[0]]
