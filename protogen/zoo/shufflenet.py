@@ -47,7 +47,11 @@ def v1_unit(n, x, out: int, groups: int, stride: int, first_group: int):
        summary="ShuffleNet v1 (Zhang et al. 2017), Table 1; groups 1/2/3/4/8, width 0.25-2x")
 def shufflenet_v1(n, x, groups=3, width=1.0, input_size=224, num_classes=1000):
     """ShuffleNet v1: 3x3/2 stem conv (24 x width), 3x3/2 max pool, three stages of units."""
-    stem = _round(24 * width, 4) if width != 1.0 else 24
+    # stem channels as in the paper's 1.5x (292 MFLOPs, Table 5) and 2x (524 MFLOPs) nets and
+    # Megvii's reference code: 24 up to 1.5x, 48 at 2x, 24*width below 1x; rounded up to a
+    # multiple of g so that the first unit's grouped 1x1 gets (out - stem) divisible by g
+    base = 48 if width >= 2.0 else 24 if width >= 1.0 else 24 * width
+    stem = int(-(-base // groups) * groups)
     x = n.conv(x, stem, 3, 2, 1, bias=False, name="conv1")
     x = n.relu(n.bn(x))
     x = n.max_pool(x, 3, 2, name="pool1")   # ceil mode, no pad: 112 -> 56
