@@ -26,6 +26,8 @@ class Concat(LayerType):
     param_field = "concat_param"
     Params = ConcatParams
     n_bottoms = (1, None)
+    #: legacy spelling of axis, read by parse()
+    benign_param_fields = LayerType.benign_param_fields | {"concat_dim"}
 
     def parse(self, lp):
         c = lp.concat_param
@@ -54,6 +56,8 @@ class Slice(LayerType):
     param_field = "slice_param"
     Params = SliceParams
     n_tops = (1, None)
+    #: legacy spelling of axis, read by parse()
+    benign_param_fields = LayerType.benign_param_fields | {"slice_dim"}
 
     def parse(self, lp):
         c = lp.slice_param
