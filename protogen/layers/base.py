@@ -84,6 +84,12 @@ class LayerType:
     def default_params(self):
         return self.Params()
 
+    def canonical_params(self, p, ins: list[Shape], phase: str | None = None):
+        """``p`` with Caffe-irrelevant spellings normalised, for structural comparison
+        (:mod:`protogen.diff`): two layers whose canonical params are equal compute the same
+        function of their inputs (of shapes ``ins``) in ``phase``."""
+        return p
+
     def parse(self, lp) -> Any:
         """Parameters from a (V2) ``caffe_pb2.LayerParameter``."""
         if self.param_field is None:

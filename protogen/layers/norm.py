@@ -36,6 +36,16 @@ class BatchNorm(LayerType):
     def learnable(self, p, ins):
         return [False, False, False]
 
+    def canonical_params(self, p, ins, phase=None):
+        # use_global_stats defaults to (phase == TEST); the moving-average fraction only
+        # matters when statistics are updated (training without global stats)
+        from dataclasses import replace
+        if phase is None:
+            return p
+        use = (phase == "TEST") if p.use_global_stats is None else p.use_global_stats
+        p = replace(p, use_global_stats=use)
+        return replace(p, moving_average_fraction=0.999) if use else p
+
     def init_weights(self, p, ins, rng):
         c = ins[0][1]
         mean = (rng.standard_normal(c) * 0.5).astype(np.float32)

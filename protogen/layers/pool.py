@@ -111,6 +111,18 @@ class Pooling(LayerType):
         wo = pooled_size(w, p.kernel_w, p.pad_w, p.stride_w, ceil)
         return (p.kernel_h, p.kernel_w), (p.stride_h, p.stride_w), (p.pad_h, p.pad_w), (ho, wo)
 
+    def canonical_params(self, p: PoolParams, ins, phase=None):
+        # a single window covering the whole (unpadded) input is global pooling, whatever
+        # its stride and rounding
+        from dataclasses import replace
+        if not ins or len(ins[0]) != 4:
+            return p
+        h, w = ins[0][2:]
+        if p.global_pooling or ((p.kernel_h, p.kernel_w) == (h, w) and not (p.pad_h or p.pad_w)):
+            return replace(p, kernel_h=0, kernel_w=0, stride_h=1, stride_w=1, pad_h=0, pad_w=0,
+                           global_pooling=True, round_mode="CEIL")
+        return p
+
     def shapes(self, p: PoolParams, ins):
         require_rank(ins, 4, "Pooling")
         n, c, h, w = ins[0]
