@@ -75,7 +75,9 @@ _MODULES = ("shufflenet", "mobilenet", "googlenet", "inception", "resnet", "xcep
 
 
 def model(name: str, *options: Option, summary: str = "", aliases: tuple = ()):
-    """Register a zoo builder ``fn(n: Net, x: Blob, **options) -> logits Blob``."""
+    """Register a zoo builder ``fn(n: Net, x: Blob, **options) -> logits Blob``.
+
+    A builder that adds its own outputs (deploy ``prob``, losses, accuracies) returns None."""
     def deco(fn):
         opts = tuple(options)
         _MODELS[name] = Model(name, fn, opts, summary or (fn.__doc__ or "").strip().split("\n")[0], aliases)
@@ -117,5 +119,7 @@ def build(name: str, dialect: Dialect = DEFAULT, **options) -> Net:
     size = opts.get("input_size", 224)
     x = n.input("data", (1, 3, size, size), train=TrainData())
     logits = m.build_fn(n, x, **opts)
-    n.classifier_outputs(logits)
+    if logits is not None:
+        n.classifier_outputs(logits)
+    # else: the builder added its own outputs (e.g. GoogLeNet's loss3/loss3 and aux losses)
     return n
