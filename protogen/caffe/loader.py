@@ -35,3 +35,171 @@ def load_prototxt(path, phase: str | None = None) -> Graph:
     add_auto_tops(msg)
     g = graph_from_net_param(msg, file=str(path))
     return g.select(phase=phase) if phase else g
+
+
+# ============================================================================ phases and inference view
+#: refuse nets whose weights would need more elements than this before allocating anything
+MAX_WEIGHT_ELEMENTS = 2 ** 32
+
+
+def resolve_phase(graph: Graph, phase: str | None) -> Graph:
+    """The net as Caffe instantiates it in ``phase`` (default TEST when the net has phase
+    rules); the result has no phase rules left."""
+    from ..ir import PHASES, TEST
+    if phase is not None:
+        phase = phase.upper()
+        if phase not in PHASES:
+            raise ProtogenError(f"unknown phase '{phase}' (choose train or test)")
+    has_rules = any(l.phases is not None for l in graph.layers)
+    if phase is None:
+        phase = TEST if has_rules else None
+    g = graph.select(phase=phase) if phase else graph
+    return Graph(g.name, [l.copy(phases=None) for l in g.layers])
+
+
+def parse_input_shape(text) -> tuple[int, ...]:
+    """``"1,3,224,224"`` (or a sequence) -> (1, 3, 224, 224), with clear errors."""
+    if text is None:
+        return None
+    if isinstance(text, str):
+        parts = [p for p in text.replace("x", ",").split(",") if p.strip()]
+        try:
+            dims = tuple(int(p) for p in parts)
+        except ValueError:
+            raise ProtogenError(f"--input-shape must be integers like 1,3,224,224, got '{text}'") from None
+    else:
+        dims = tuple(int(d) for d in text)
+    if not dims or any(d <= 0 for d in dims):
+        raise ProtogenError(f"input shape {dims} must be non-empty with positive dimensions")
+    n = 1
+    for d in dims:
+        n *= d
+    if n > 2 ** 36:
+        raise ProtogenError(f"absurd input shape {dims} ({n} elements)")
+    return dims
+
+
+def inference_view(graph: Graph, input_shape=None, file: str | None = None) -> Graph:
+    """The net as an inference (deploy) graph: data layers (Data, ImageData, ...) become
+    ``Input`` layers for their first top (shape from ``input_shape`` or the layer's own
+    crop size); their other tops (labels), every layer depending on them and loss layers
+    are dropped. ``input_shape`` overrides the shape of a single-input net's Input."""
+    from ..layers.io import InputParams
+    shape = parse_input_shape(input_shape)
+    dropped: set[str] = set()
+    layers = []
+    n_inputs = sum(len(l.tops) for l in graph.layers if l.kind.is_input)
+    if shape is not None and n_inputs != 1:
+        raise ProtogenError(f"--input-shape sets one input, but the net has {n_inputs} input blobs",
+                            file=file)
+    for l in graph.layers:
+        kind = l.kind
+        if kind.is_input:
+            if l.type == "Input":
+                if shape is not None:
+                    l = l.copy(params=InputParams(shape=(shape,)))
+                layers.append(l)
+                continue
+            if shape is None:
+                try:
+                    own = kind.output_shapes(l.params, [], len(l.tops))[0]
+                except ProtogenError:
+                    raise ProtogenError(
+                        f"{l.type} layer gives no input size (no crop_size/new_height): "
+                        "give the input shape, e.g. --input-shape 1,3,224,224",
+                        file=file, layer=l.name) from None
+            else:
+                own = shape
+            layers.append(Layer_(l.name, l.tops[0], own))
+            dropped.update(l.tops[1:])
+            continue
+        if kind.is_loss or any(b in dropped for b in l.bottoms):
+            dropped.update(t for t in l.tops if t not in l.bottoms)
+            continue
+        layers.append(l)
+    return Graph(graph.name, layers)
+
+
+def Layer_(name, top, shape):
+    from ..ir import Layer
+    from ..layers.io import InputParams
+    return Layer(name=name, type="Input", bottoms=[], tops=[top],
+                 params=InputParams(shape=(tuple(int(d) for d in shape),)))
+
+
+# ============================================================================ weights
+def _fit_blob(arr, want: tuple, file, layer: str, i: int):
+    """A caffemodel blob as the expected weight shape. Legacy 4-D (num, channels, height,
+    width) blobs are aligned from the end (Caffe's Blob::ShapeEquals: an InnerProduct
+    weight stored 1x1xMxN, a bias 1x1x1xN)."""
+    have = tuple(int(d) for d in arr.shape)
+    if have == want:
+        return arr
+    if len(have) == 4 and len(want) <= 4 and have == (1,) * (4 - len(want)) + want:
+        return arr.reshape(want)
+    raise ProtogenError(f"weight blob {i} has shape {have} in the caffemodel but the net needs "
+                        f"{want}", file=file, layer=layer)
+
+
+def attach_weights(graph: Graph, model, file: str | None = None) -> Graph:
+    """Attach a caffemodel's blobs to ``graph``'s layers by layer NAME (Caffe's
+    CopyTrainedLayersFrom): unknown source layers are ignored; a layer that needs weights
+    and has none, a different blob count or a different shape is an error."""
+    steps = graph.steps(file=file)
+    total = 0
+    for st in steps:
+        l = st.layer
+        want = [tuple(int(d) for d in s) for s in l.kind.weight_shapes(l.params, st.in_shapes)]
+        for s in want:
+            n = 1
+            for d in s:
+                n *= d
+            total += n
+        if total > MAX_WEIGHT_ELEMENTS:
+            raise ProtogenError(f"absurd weight size: the net needs over {MAX_WEIGHT_ELEMENTS} "
+                                "weight values", file=file, layer=l.name)
+        if model is None:
+            continue
+        have = model.blobs.get(l.name)
+        if not want:
+            if have:
+                l.blobs = None
+            continue
+        if not have:
+            raise ProtogenError(f"the caffemodel has no weights for this {l.type} layer",
+                                file=file, layer=l.name)
+        if len(have) != len(want):
+            raise ProtogenError(f"the caffemodel has {len(have)} weight blob(s) but the {l.type} "
+                                f"layer needs {len(want)} (shapes {want})", file=file, layer=l.name)
+        l.blobs = [_fit_blob(a, s, file, l.name, i) for i, (a, s) in enumerate(zip(have, want))]
+    return graph
+
+
+def check_weight_size(graph: Graph, file: str | None = None) -> None:
+    attach_weights(graph, None, file)
+
+
+def load_model(prototxt, caffemodel=None, phase: str | None = None, input_shape=None,
+               inference: bool = True) -> Graph:
+    """A Caffe model (prototxt of any version + optional caffemodel) as an IR graph.
+
+    The net is upgraded to V2, resolved for ``phase`` (default TEST when it has phase
+    rules), turned into its inference view (see :func:`inference_view`) unless
+    ``inference=False``, and — with a caffemodel — gets ``layer.blobs`` by layer name.
+    Every problem is a :class:`ProtogenError` naming the file and layer.
+    """
+    from .caffemodel import read_caffemodel
+    ptxt = str(prototxt)
+    g = load_prototxt(ptxt)
+    g = resolve_phase(g, phase)
+    if inference:
+        g = inference_view(g, input_shape, file=ptxt)
+    elif input_shape is not None:
+        raise ProtogenError("input_shape needs the inference view")
+    model = read_caffemodel(caffemodel) if caffemodel is not None else None
+    try:
+        attach_weights(g, model, file=str(caffemodel) if caffemodel is not None else ptxt)
+    except ProtogenError as e:
+        # shape errors come from the prototxt itself
+        raise e.with_context(file=ptxt)
+    return g
