@@ -11,9 +11,10 @@ the MSRA way (``res4a``, ``res4b1`` .. ``res4b22``); shallower nets use letters 
 Variants:
 
 * ``v1`` — the MSRA Caffe release: stride in the first 1x1 of a downsampling bottleneck,
-  ``conv1`` with a bias (the released prototxts do not set ``bias_term: false`` on conv1),
-  ``pool1`` 3x3/2 without padding in Caffe's CEIL mode (112 -> 56), ``pool5`` a 7x7/1 average
-  (the final feature map's size, i.e. a global average at the emitted input size).
+  bias-free convolutions except ResNet-50's ``conv1`` (its released prototxt, unlike 101's
+  and 152's, does not set ``bias_term: false`` there: 64 more parameters),
+  ``pool1`` 3x3/2 without padding in Caffe's CEIL mode (112 -> 56), ``pool5`` a global average
+  (MSRA writes it as a 7x7/1 window, the same thing at 224x224).
 * ``v1.5`` — torchvision's form: the stride sits on the 3x3 convolution, no bias anywhere,
   ``pool1`` 3x3/2 with pad 1 in FLOOR mode (torch's windows: 112 -> 56 starting at -1).
 """
@@ -25,8 +26,7 @@ from . import INPUT_SIZE, NUM_CLASSES, Option, model
 #: units per stage (conv2_x .. conv5_x), paper Table 1
 DEPTHS = {18: (2, 2, 2, 2), 34: (3, 4, 6, 3), 50: (3, 4, 6, 3), 101: (3, 4, 23, 3), 152: (3, 8, 36, 3)}
 VARIANT = Option("variant", str, "v1", choices=("v1", "v1.5"),
-                 help="v1: MSRA Caffe (stride on the first 1x1, conv1 bias); v1.5: torchvision "
-                      "(stride on the 3x3, no bias)")
+                 help="v1: MSRA Caffe (stride on the first 1x1); v1.5: torchvision (stride on the 3x3)")
 
 
 def unit_names(stage: int, count: int, numbered: bool) -> list[str]:
@@ -74,11 +74,11 @@ def basic(n, x, unit: str, out: int, stride: int):
     return n.relu(y, name=f"res{unit}_relu")
 
 
-def stem(n, x, variant: str):
+def stem(n, x, variant: str, conv1_bias: bool = False):
     """conv1 7x7/2 (64) + BN + Scale + ReLU, pool1 3x3/2 max (see the module doc for the
-    per-variant bias and padding)."""
+    per-variant padding)."""
     v1 = variant == "v1"
-    x = n.conv(x, 64, 7, 2, 3, bias=v1, name="conv1")
+    x = n.conv(x, 64, 7, 2, 3, bias=conv1_bias, name="conv1")
     x = n.bn(x, name="bn_conv1", scale_name="scale_conv1")
     x = n.relu(x, name="conv1_relu")
     if v1:
@@ -87,9 +87,8 @@ def stem(n, x, variant: str):
 
 
 def head(n, x, num_classes: int):
-    """pool5: average over the whole final map (as MSRA's 7x7/1 at 224), then fc1000."""
-    h, w = x.shape[2], x.shape[3]
-    x = n.ave_pool(x, (h, w), 1, name="pool5")
+    """pool5: global average (MSRA writes the same window as 7x7/1 at 224), then fc1000."""
+    x = n.global_pool(x, name="pool5")
     return n.fc(x, num_classes, name="fc1000" if num_classes == 1000 else "fc")
 
 
@@ -97,7 +96,8 @@ def build_resnet(n, x, depth: int, variant: str, num_classes: int, *, cardinalit
                  base_width: int = 64):
     if depth not in DEPTHS:
         raise ProtogenError(f"no ResNet of depth {depth} (have {sorted(DEPTHS)})")
-    x = stem(n, x, variant)
+    # only the MSRA ResNet-50 release gives conv1 a bias (101 and 152 set bias_term: false)
+    x = stem(n, x, variant, conv1_bias=variant == "v1" and depth == 50 and cardinality == 1)
     for si, count in enumerate(DEPTHS[depth]):
         stage = si + 2
         planes = 64 * 2 ** si
@@ -137,7 +137,7 @@ def _register_resnext(depth: int, cardinality: int, base_width: int):
                   help="channels per group in the first stage (conv2_x)"),
            Option("variant", str, "v1.5", choices=("v1", "v1.5"),
                   help="v1.5 (default, as the ResNeXt release and torchvision): stride on the grouped "
-                       "3x3; v1: stride on the first 1x1, conv1 bias (MSRA Caffe style)"),
+                       "3x3; v1: stride on the first 1x1 (MSRA Caffe style)"),
            INPUT_SIZE, NUM_CLASSES,
            summary=f"ResNeXt-{depth} {cardinality}x{base_width}d (Xie et al. 2016), grouped 3x3 bottlenecks")
     def build(n, x, cardinality=cardinality, base_width=base_width, variant="v1.5", input_size=224,
