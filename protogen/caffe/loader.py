@@ -142,9 +142,14 @@ def _fit_blob(arr, want: tuple, file, layer: str, i: int):
 
 
 def attach_weights(graph: Graph, model, file: str | None = None) -> Graph:
-    """Attach a caffemodel's blobs to ``graph``'s layers by layer NAME (Caffe's
+    """``model``: a :class:`CaffeModel` or a caffemodel path. Attach a caffemodel's blobs to ``graph``'s layers by layer NAME (Caffe's
     CopyTrainedLayersFrom): unknown source layers are ignored; a layer that needs weights
     and has none, a different blob count or a different shape is an error."""
+    import os
+    if isinstance(model, (str, os.PathLike)):
+        from .caffemodel import read_caffemodel
+        file = file or str(model)
+        model = read_caffemodel(model)
     steps = graph.steps(file=file)
     total = 0
     for st in steps:
