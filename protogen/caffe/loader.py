@@ -62,7 +62,7 @@ def parse_input_shape(text) -> tuple[int, ...]:
     if text is None:
         return None
     if isinstance(text, str):
-        parts = [p for p in text.replace("x", ",").split(",") if p.strip()]
+        parts = text.strip().replace("x", ",").split(",")
         try:
             dims = tuple(int(p) for p in parts)
         except ValueError:
@@ -88,7 +88,7 @@ def inference_view(graph: Graph, input_shape=None, file: str | None = None) -> G
     shape = parse_input_shape(input_shape)
     dropped: set[str] = set()
     layers = []
-    n_inputs = sum(len(l.tops) for l in graph.layers if l.kind.is_input)
+    n_inputs = sum(len(l.tops) if l.type == "Input" else 1 for l in graph.layers if l.kind.is_input)
     if shape is not None and n_inputs != 1:
         raise ProtogenError(f"--input-shape sets one input, but the net has {n_inputs} input blobs",
                             file=file)
