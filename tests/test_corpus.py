@@ -1,0 +1,286 @@
+"""Every prototxt of the shared corpus either converts or is refused up front, as this table
+says; the small real caffemodels convert with their real weights and agree across runtimes.
+
+The table may only move files from a refused state to CONVERT: a refused file that starts
+loading fails the test until the table is updated (so progress is recorded, never lost).
+Numerics use protogen.verify (PyTorch reference vs ONNX Runtime vs OpenCV) when those
+backends are importable; huge nets are checked for shapes only (named below, with the reason).
+"""
+from __future__ import annotations
+
+import csv
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+from protogen.caffe.loader import load_model
+from protogen.errors import ProtogenError, UnsupportedError
+
+CORPUS = Path(__file__).resolve().parents[1].parent / "shared" / "corpus"
+pytestmark = pytest.mark.skipif(not (CORPUS / "MANIFEST.tsv").is_file(), reason="shared corpus not present")
+
+CONVERT = "convert"            # loads, every shape infers
+REFUSE = "refuse"              # UnsupportedError listing every unsupported type/parameter
+REFUSE_PARSE = "refuse-parse"  # fields of a Caffe fork that BVLC's schema lacks (malformed for us)
+# a string "N,C,H,W": converts given that input shape (data layer without crop_size, or an
+# input_dim of 1x1 that the net's own tools resize at run time)
+
+EXPECTED = {
+    "antingshen_resnet-protofiles/ResNet_18_train_val.prototxt": CONVERT,
+    "antingshen_resnet-protofiles/ResNet_34_train_val.prototxt": CONVERT,
+    "antingshen_resnet-protofiles/ResNet_50_deploy.prototxt": CONVERT,
+    "antingshen_resnet-protofiles/ResNet_50_train_val.prototxt": CONVERT,
+    "bvlc_caffe/branch_intel/examples/LRCN_activity_recognition/deploy_lstm.prototxt": REFUSE,
+    "bvlc_caffe/branch_intel/examples/LRCN_activity_recognition/train_test_lstm_RGB.prototxt": REFUSE,
+    "bvlc_caffe/branch_intel/models/intel_optimized_models/VNet/test_noPooling_ResNet_cinque.prototxt": REFUSE,
+    "bvlc_caffe/branch_intel/models/intel_optimized_models/benchmark/faster-rcnn/deploy.prototxt": REFUSE_PARSE,
+    "bvlc_caffe/branch_intel/models/intel_optimized_models/benchmark/googlenet_v2/deploy.prototxt": REFUSE,
+    "bvlc_caffe/branch_intel/models/intel_optimized_models/benchmark/googlenet_v3/deploy.prototxt": REFUSE,
+    "bvlc_caffe/branch_intel/models/intel_optimized_models/benchmark/googlenet_v3/train_val_dummydata.prototxt": REFUSE_PARSE,
+    "bvlc_caffe/branch_intel/models/intel_optimized_models/benchmark/resnet_50/train_val_dummydata.prototxt": REFUSE_PARSE,
+    "bvlc_caffe/branch_intel/models/intel_optimized_models/benchmark/resnext_50/deploy.prototxt": CONVERT,
+    "bvlc_caffe/branch_intel/models/intel_optimized_models/benchmark/ssd/deploy.prototxt": REFUSE_PARSE,
+    "bvlc_caffe/branch_intel/models/intel_optimized_models/benchmark/vgg16/deploy.prototxt": REFUSE,
+    "bvlc_caffe/branch_intel/models/intel_optimized_models/benchmark/yolo/deploy.prototxt": REFUSE_PARSE,
+    "bvlc_caffe/branch_intel/models/intel_optimized_models/dcgan/discriminator.prototxt": REFUSE,
+    "bvlc_caffe/branch_intel/models/intel_optimized_models/dcgan/generator.prototxt": CONVERT,
+    "bvlc_caffe/branch_intel/models/intel_optimized_models/int8/mobilenet_v1_int8_perf.prototxt": REFUSE_PARSE,
+    "bvlc_caffe/branch_intel/models/intel_optimized_models/multinode/googlenet_v3_aux_32nodes_2k_batch/train_val.prototxt": REFUSE_PARSE,
+    "bvlc_caffe/branch_opencl/models/inference_optimize/AlexNet-merged-1.prototxt": REFUSE_PARSE,
+    "bvlc_caffe/current/examples/cifar10/cifar10_full.prototxt": CONVERT,
+    "bvlc_caffe/current/examples/cifar10/cifar10_full_sigmoid_train_test_bn.prototxt": "1,3,32,32",
+    "bvlc_caffe/current/examples/cifar10/cifar10_full_train_test.prototxt": "1,3,32,32",
+    "bvlc_caffe/current/examples/cifar10/cifar10_quick.prototxt": CONVERT,
+    "bvlc_caffe/current/examples/cifar10/cifar10_quick_train_test.prototxt": "1,3,32,32",
+    "bvlc_caffe/current/examples/feature_extraction/imagenet_val.prototxt": CONVERT,
+    "bvlc_caffe/current/examples/finetune_pascal_detection/pascal_finetune_trainval_test.prototxt": REFUSE,
+    "bvlc_caffe/current/examples/hdf5_classification/nonlinear_train_val.prototxt": REFUSE,
+    "bvlc_caffe/current/examples/mnist/lenet.prototxt": CONVERT,
+    "bvlc_caffe/current/examples/mnist/lenet_train_test.prototxt": "1,1,28,28",
+    "bvlc_caffe/current/examples/mnist/mnist_autoencoder.prototxt": REFUSE,
+    "bvlc_caffe/current/examples/net_surgery/bvlc_caffenet_full_conv.prototxt": CONVERT,
+    "bvlc_caffe/current/examples/net_surgery/conv.prototxt": CONVERT,
+    "bvlc_caffe/current/examples/pycaffe/linreg.prototxt": REFUSE,
+    "bvlc_caffe/current/examples/siamese/mnist_siamese.prototxt": CONVERT,
+    "bvlc_caffe/current/examples/siamese/mnist_siamese_train_test.prototxt": REFUSE,
+    "bvlc_caffe/current/models/bvlc_alexnet/deploy.prototxt": CONVERT,
+    "bvlc_caffe/current/models/bvlc_alexnet/train_val.prototxt": CONVERT,
+    "bvlc_caffe/current/models/bvlc_googlenet/deploy.prototxt": CONVERT,
+    "bvlc_caffe/current/models/bvlc_googlenet/train_val.prototxt": CONVERT,
+    "bvlc_caffe/current/models/bvlc_reference_caffenet/deploy.prototxt": CONVERT,
+    "bvlc_caffe/current/models/bvlc_reference_caffenet/train_val.prototxt": CONVERT,
+    "bvlc_caffe/current/models/bvlc_reference_rcnn_ilsvrc13/deploy.prototxt": CONVERT,
+    "bvlc_caffe/current/models/finetune_flickr_style/deploy.prototxt": CONVERT,
+    "bvlc_caffe/current/models/finetune_flickr_style/train_val.prototxt": CONVERT,
+    "bvlc_caffe/history_0d9a78f5a_v2_input_shape/examples/mnist/lenet.prototxt": CONVERT,
+    "bvlc_caffe/history_0d9a78f5a_v2_input_shape/examples/siamese/mnist_siamese.prototxt": CONVERT,
+    "bvlc_caffe/history_0d9a78f5a_v2_input_shape/models/bvlc_googlenet/deploy.prototxt": CONVERT,
+    "bvlc_caffe/history_0d9a78f5a_v2_input_shape/models/bvlc_reference_caffenet/deploy.prototxt": CONVERT,
+    "bvlc_caffe/history_11a4c1655_v1/examples/cifar10/cifar10_full_train_test.prototxt": "1,3,32,32",
+    "bvlc_caffe/history_11a4c1655_v1/examples/finetune_pascal_detection/pascal_finetune_trainval_test.prototxt": REFUSE,
+    "bvlc_caffe/history_11a4c1655_v1/examples/hdf5_classification/train_val2.prototxt": REFUSE,
+    "bvlc_caffe/history_11a4c1655_v1/examples/imagenet/bvlc_caffenet_full_conv.prototxt": CONVERT,
+    "bvlc_caffe/history_11a4c1655_v1/examples/mnist/lenet.prototxt": CONVERT,
+    "bvlc_caffe/history_11a4c1655_v1/examples/mnist/lenet_train_test.prototxt": "1,1,28,28",
+    "bvlc_caffe/history_11a4c1655_v1/examples/mnist/mnist_autoencoder.prototxt": REFUSE,
+    "bvlc_caffe/history_11a4c1655_v1/examples/siamese/mnist_siamese_train_test.prototxt": REFUSE,
+    "bvlc_caffe/history_11a4c1655_v1/models/bvlc_alexnet/deploy.prototxt": CONVERT,
+    "bvlc_caffe/history_11a4c1655_v1/models/bvlc_alexnet/train_val.prototxt": CONVERT,
+    "bvlc_caffe/history_11a4c1655_v1/models/bvlc_googlenet/deploy.prototxt": CONVERT,
+    "bvlc_caffe/history_11a4c1655_v1/models/bvlc_googlenet/train_val.prototxt": CONVERT,
+    "bvlc_caffe/history_11a4c1655_v1/models/bvlc_reference_caffenet/deploy.prototxt": CONVERT,
+    "bvlc_caffe/history_11a4c1655_v1/models/bvlc_reference_caffenet/train_val.prototxt": CONVERT,
+    "bvlc_caffe/history_11a4c1655_v1/models/finetune_flickr_style/train_val.prototxt": CONVERT,
+    "bvlc_caffe/history_2e330581c_v0/examples/cifar10/cifar10_full_train.prototxt": "1,3,32,32",
+    "bvlc_caffe/history_2e330581c_v0/examples/cifar10/cifar10_quick.prototxt": CONVERT,
+    "bvlc_caffe/history_2e330581c_v0/examples/feature_extraction/imagenet_val.prototxt": CONVERT,
+    "bvlc_caffe/history_2e330581c_v0/examples/imagenet/imagenet_deploy.prototxt": CONVERT,
+    "bvlc_caffe/history_2e330581c_v0/examples/imagenet/imagenet_train.prototxt": CONVERT,
+    "bvlc_caffe/history_2e330581c_v0/examples/lenet/lenet.prototxt": CONVERT,
+    "bvlc_caffe/history_2e330581c_v0/examples/pascal-finetuning/pascal_finetune_train.prototxt": REFUSE,
+    "bvlc_caffe/history_4b273e35c_v0_padding/examples/imagenet/imagenet_val.prototxt": CONVERT,
+    "bvlc_caffe/history_4b273e35c_v0_padding/examples/lenet/lenet_train.prototxt": "1,1,28,28",
+    "bvlc_caffe/history_4b273e35c_v0_padding/models/imagenet.prototxt": CONVERT,
+    "bvlc_caffe/history_833b334b5_v2_input_dim/examples/cifar10/cifar10_quick.prototxt": CONVERT,
+    "bvlc_caffe/history_833b334b5_v2_input_dim/examples/mnist/lenet.prototxt": CONVERT,
+    "bvlc_caffe/history_833b334b5_v2_input_dim/examples/net_surgery/conv.prototxt": CONVERT,
+    "bvlc_caffe/history_833b334b5_v2_input_dim/models/bvlc_alexnet/deploy.prototxt": CONVERT,
+    "bvlc_caffe/history_833b334b5_v2_input_dim/models/bvlc_googlenet/deploy.prototxt": CONVERT,
+    "chuanqi305_mobilenet-ssd/deploy.prototxt": REFUSE_PARSE,
+    "chuanqi305_mobilenet-ssd/voc/MobileNetSSD_deploy.prototxt": REFUSE_PARSE,
+    "chuanqi305_mobilenet-ssd/voc/MobileNetSSD_test.prototxt": REFUSE_PARSE,
+    "chuanqi305_mobilenet-ssd/voc/MobileNetSSD_train.prototxt": REFUSE_PARSE,
+    "cmu_openpose/models/face/pose_deploy.prototxt": "1,3,368,368",
+    "cmu_openpose/models/hand/pose_deploy.prototxt": "1,3,368,368",
+    "cmu_openpose/models/pose/body_25/pose_deploy.prototxt": CONVERT,
+    "cmu_openpose/models/pose/coco/pose_deploy_linevec.prototxt": "1,3,368,368",
+    "cvjena_cnn-models/AlexNet_cvgj/deploy.prototxt": CONVERT,
+    "cvjena_cnn-models/ResNet_preact/ResNet10_cvgj/train.prototxt": CONVERT,
+    "cvjena_cnn-models/ResNet_preact/ResNet50_cvgj/deploy.prototxt": CONVERT,
+    "cvjena_cnn-models/VGG19_cvgj/deploy.prototxt": CONVERT,
+    "cvjena_cnn-models/VGG19_cvgj/train.prototxt": CONVERT,
+    "deepscale_squeezenet/SqueezeNet_v1.0/deploy.prototxt": CONVERT,
+    "deepscale_squeezenet/SqueezeNet_v1.0/train_val.prototxt": CONVERT,
+    "deepscale_squeezenet/SqueezeNet_v1.1/deploy.prototxt": CONVERT,
+    "deepscale_squeezenet/SqueezeNet_v1.1/train_val.prototxt": CONVERT,
+    "everpeace_caffe/examples/cifar10/cifar10_quick.prototxt": CONVERT,
+    "everpeace_caffe/examples/mnist/lenet.prototxt": CONVERT,
+    "facebookarchive_c3d/c3d_sport1m_feature_extractor_frm.prototxt": REFUSE_PARSE,
+    "facebookarchive_c3d/c3d_ucf101_finetuning_test.prototxt": REFUSE_PARSE,
+    "facebookarchive_c3d/conv3d_ucf101_train.prototxt": REFUSE_PARSE,
+    "gillevi_agegender/age_net_definitions/deploy.prototxt": CONVERT,
+    "gillevi_agegender/age_net_definitions/train_val_test_fold_is_0.prototxt": CONVERT,
+    "gillevi_agegender/gender_net_definitions/deploy.prototxt": CONVERT,
+    "hszhao_pspnet/pspnet101_VOC2012_473.prototxt": REFUSE_PARSE,
+    "hszhao_pspnet/pspnet50_ADE20K_473.prototxt": REFUSE_PARSE,
+    "kaiminghe_deep-residual-networks/ResNet-101-deploy.prototxt": CONVERT,
+    "kaiminghe_deep-residual-networks/ResNet-152-deploy.prototxt": CONVERT,
+    "kaiminghe_deep-residual-networks/ResNet-50-deploy.prototxt": CONVERT,
+    "kpzhang93_mtcnn/det1.prototxt": CONVERT,
+    "kpzhang93_mtcnn/det2.prototxt": CONVERT,
+    "kpzhang93_mtcnn/det3.prototxt": CONVERT,
+    "kpzhang93_mtcnn/det4.prototxt": CONVERT,
+    "lim0606_caffe-googlenet-bn/deploy.prototxt": REFUSE_PARSE,
+    "linzaer_ultra-light-face/RFB-320.prototxt": CONVERT,
+    "linzaer_ultra-light-face/slim-320.prototxt": CONVERT,
+    "nvidia_digits/alexnet.prototxt": REFUSE,
+    "nvidia_digits/lenet.prototxt": REFUSE,
+    "rbgirshick_fast-rcnn/models/CaffeNet/test.prototxt": REFUSE_PARSE,
+    "rbgirshick_fast-rcnn/models/VGG16/train.prototxt": REFUSE_PARSE,
+    "rbgirshick_fast-rcnn/models/VGG_CNN_M_1024/compressed/test.prototxt": REFUSE_PARSE,
+    "rbgirshick_rcnn/finetuning/voc_2007_prototxt/pascal_finetune_train.prototxt": REFUSE,
+    "rbgirshick_rcnn/model-defs/pascal_finetune_deploy.prototxt": CONVERT,
+    "rbgirshick_rcnn/model-defs/rcnn_batch_256_output_fc7.prototxt": CONVERT,
+    "rbgirshick_rcnn/model-defs/rcnn_batch_256_output_pool5.prototxt": CONVERT,
+    "s9xie_hed/deploy.prototxt": REFUSE,
+    "s9xie_hed/train_val.prototxt": REFUSE,
+    "shelhamer_fcn/nyud-fcn32s-color-hha/trainval.prototxt": REFUSE,
+    "shelhamer_fcn/voc-fcn-alexnet/val.prototxt": REFUSE,
+    "shelhamer_fcn/voc-fcn8s/deploy.prototxt": REFUSE,
+    "shelhamer_fcn/voc-fcn8s/train.prototxt": REFUSE,
+    "timosaemann_enet/enet_deploy_final.prototxt": REFUSE_PARSE,
+    "timosaemann_enet/enet_train_encoder_decoder.prototxt": REFUSE_PARSE,
+    "wy1iu_sphereface/sphereface_deploy.prototxt": CONVERT,
+    "wy1iu_sphereface/sphereface_model.prototxt": REFUSE_PARSE,
+    "ydwen_caffe-face/face_deploy.prototxt": CONVERT,
+    "ydwen_caffe-face/face_train_test.prototxt": REFUSE_PARSE,
+    "yonghenglh6_depthwiseconvolution/depthwised_mobilenet_deploy.prototxt": CONVERT,
+    "yonghenglh6_depthwiseconvolution/fb_cv.pt": CONVERT,
+    "yonghenglh6_depthwiseconvolution/fb_dw.pt": CONVERT,}
+
+#: numerics on seeded weights only below this many weight values (bounded run time)
+NUMERIC_MAX_WEIGHTS = 2_000_000
+
+#: the small real caffemodels: (prototxt, caffemodel)
+REAL_MODELS = [
+    ("kpzhang93_mtcnn/det1.prototxt", "kpzhang93_mtcnn/det1.caffemodel"),
+    ("kpzhang93_mtcnn/det2.prototxt", "kpzhang93_mtcnn/det2.caffemodel"),
+    ("kpzhang93_mtcnn/det3.prototxt", "kpzhang93_mtcnn/det3.caffemodel"),
+    ("kpzhang93_mtcnn/det4.prototxt", "kpzhang93_mtcnn/det4.caffemodel"),
+    ("everpeace_caffe/examples/mnist/lenet.prototxt", "everpeace_caffe/examples/mnist/lenet_iter_10000.caffemodel"),
+    ("everpeace_caffe/examples/cifar10/cifar10_quick.prototxt",
+     "everpeace_caffe/examples/cifar10/cifar10_quick_iter_4000.caffemodel"),
+    ("linzaer_ultra-light-face/RFB-320.prototxt", "linzaer_ultra-light-face/RFB-320.caffemodel"),
+    ("linzaer_ultra-light-face/slim-320.prototxt", "linzaer_ultra-light-face/slim-320.caffemodel"),
+]
+
+
+def _manifest_prototxts() -> list[str]:
+    if not (CORPUS / "MANIFEST.tsv").is_file():
+        return []
+    with open(CORPUS / "MANIFEST.tsv", newline="") as f:
+        return [r["local_path"] for r in csv.DictReader(f, delimiter="\t")
+                if r["format"].startswith("prototxt")]
+
+
+def _backends() -> str | None:
+    """Why numerics cannot run here (None: they can)."""
+    for mod in ("protogen.verify", "protogen.torch_ref", "protogen.onnx_io", "torch", "onnxruntime"):
+        if importlib.util.find_spec(mod) is None:
+            return f"{mod} is not available"
+    return None
+
+
+def test_table_covers_the_manifest():
+    listed = set(_manifest_prototxts())
+    assert listed, "no prototxt rows in MANIFEST.tsv"
+    assert listed == set(EXPECTED), (sorted(listed - set(EXPECTED)), sorted(set(EXPECTED) - listed))
+
+
+def _n_weights(graph) -> int:
+    n = 0
+    for st in graph.steps():
+        for s in st.layer.kind.weight_shapes(st.layer.params, st.in_shapes):
+            k = 1
+            for d in s:
+                k *= d
+            n += k
+    return n
+
+
+@pytest.mark.parametrize("rel", sorted(EXPECTED))
+def test_corpus_prototxt(rel):
+    path = CORPUS / rel
+    if not path.exists():
+        pytest.skip("file missing from this corpus copy")
+    want = EXPECTED[rel]
+    if want in (REFUSE, REFUSE_PARSE):
+        with pytest.raises(ProtogenError) as ei:
+            load_model(path)
+        e = ei.value
+        assert e.file == str(path)
+        if want == REFUSE:
+            assert isinstance(e, UnsupportedError), f"expected the up-front list, got: {e}"
+            assert e.items and all(problem for _, _, problem in e.items)
+        else:
+            assert e.line is not None and "malformed prototxt" in e.message
+        return
+    shape = None if want == CONVERT else want
+    g = load_model(path, input_shape=shape)
+    steps = g.steps()
+    assert g.outputs(), "a converted net has outputs"
+    assert all(all(d > 0 for d in s) for st in steps for s in st.out_shapes)
+    assert all(l.type == "Input" for l in g.input_layers())
+
+
+def _verify(graph, **kw):
+    from protogen.verify import verify
+    rep = verify(graph, **kw)
+    assert rep.ok, rep.format_table()
+    return rep
+
+
+SMALL_NUMERIC = sorted(r for r, w in EXPECTED.items() if w not in (REFUSE, REFUSE_PARSE))
+
+
+@pytest.mark.parametrize("rel", SMALL_NUMERIC)
+def test_corpus_numerics_seeded(rel):
+    why = _backends()
+    if why:
+        pytest.skip(f"numerics need the backends: {why}")
+    path = CORPUS / rel
+    if not path.exists():
+        pytest.skip("file missing from this corpus copy")
+    want = EXPECTED[rel]
+    g = load_model(path, input_shape=None if want == CONVERT else want)
+    n = _n_weights(g)
+    if n > NUMERIC_MAX_WEIGHTS:
+        pytest.skip(f"{n} weights: shapes only (numerics bounded to {NUMERIC_MAX_WEIGHTS} for test time)")
+    _verify(g, seed=0, batch=1, model_name=rel)
+
+
+@pytest.mark.parametrize("proto, model", REAL_MODELS, ids=[m for _, m in REAL_MODELS])
+def test_real_caffemodel_converts_and_runtimes_agree(proto, model):
+    p, w = CORPUS / proto, CORPUS / model
+    if not (p.exists() and w.exists()):
+        pytest.skip("file missing from this corpus copy")
+    g = load_model(p, w)
+    # every layer that needs weights got the caffemodel's, with the net's shapes
+    for st in g.steps():
+        want = st.layer.kind.weight_shapes(st.layer.params, st.in_shapes)
+        assert [tuple(b.shape) for b in (st.layer.blobs or [])] == [tuple(s) for s in want], st.layer.name
+    why = _backends()
+    if why:
+        pytest.skip(f"numerics need the backends: {why}")
+    _verify(g, weights_loaded=True, batch=1, model_name=model)
