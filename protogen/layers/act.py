@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import ProtogenError, ShapeError
-from .base import LayerType, register
+from .base import LayerType, layer_blobs, register
 
 
 class _Elementwise(LayerType):
@@ -25,11 +25,31 @@ class ReLU(_Elementwise):
     param_field = "relu_param"
     Params = ReLUParams
 
+    def to_onnx(self, ctx, step):
+        s = step.layer.params.negative_slope
+        x = ctx.name(step.inputs[0])
+        if s == 0:
+            ctx.op("Relu", [x], step.outputs[0])
+        else:
+            ctx.op("LeakyRelu", [x], step.outputs[0], alpha=float(s))
+
+    def torch_forward(self, p, xs, blobs, n_tops=1):
+        import torch
+        x = xs[0]   # Caffe: max(x, 0) + negative_slope * min(x, 0)
+        return [torch.clamp(x, min=0) + p.negative_slope * torch.clamp(x, max=0)]
+
 
 @register
 class ReLU6(_Elementwise):
     """min(max(x, 0), 6): not in upstream Caffe; the bvlc dialect writes it as Clip."""
     type = "ReLU6"
+
+    def to_onnx(self, ctx, step):
+        ctx.op("Clip", [ctx.name(step.inputs[0]), ctx.const("min", np.float32(0)),
+                        ctx.const("max", np.float32(6))], step.outputs[0])
+
+    def torch_forward(self, p, xs, blobs, n_tops=1):
+        return [xs[0].clamp(0.0, 6.0)]
 
     def caffe_layers(self, layer, dialect, shapes=None):
         lps = super().caffe_layers(layer, dialect, shapes)
@@ -55,6 +75,15 @@ class Clip(_Elementwise):
     def validate(self, p) -> None:
         if p.min > p.max:
             raise ProtogenError(f"Clip min {p.min} > max {p.max}")
+
+    def to_onnx(self, ctx, step):
+        p = step.layer.params
+        ctx.op("Clip", [ctx.name(step.inputs[0]), ctx.const("min", np.float32(p.min)),
+                        ctx.const("max", np.float32(p.max))], step.outputs[0])
+
+    def torch_forward(self, p, xs, blobs, n_tops=1):
+        import torch
+        return [torch.minimum(torch.maximum(xs[0], torch.tensor(p.min)), torch.tensor(p.max))]
 
     def write(self, p, lp):
         lp.clip_param.min = p.min
@@ -82,22 +111,57 @@ class PReLU(_Elementwise):
     def init_weights(self, p, ins, rng):
         return [rng.uniform(0.1, 0.3, self.weight_shapes(p, ins)[0]).astype(np.float32)]
 
+    def to_onnx(self, ctx, step):
+        a = layer_blobs(step)[0]
+        rank = len(step.in_shapes[0])
+        if not step.layer.params.channel_shared:
+            a = a.reshape(a.shape + (1,) * (rank - 2))
+        ctx.op("PRelu", [ctx.name(step.inputs[0]), ctx.const("slope", a)], step.outputs[0])
+
+    def torch_forward(self, p, xs, blobs, n_tops=1):
+        import torch
+        x = xs[0]
+        a = blobs[0].reshape(-1)
+        a = a.reshape((1, -1) + (1,) * (x.dim() - 2)) if not p.channel_shared else a.reshape(())
+        return [torch.clamp(x, min=0) + a * torch.clamp(x, max=0)]
+
 
 @register
 class Sigmoid(_Elementwise):
     type = "Sigmoid"
+
+    def to_onnx(self, ctx, step):
+        ctx.op("Sigmoid", [ctx.name(step.inputs[0])], step.outputs[0])
+
+    def torch_forward(self, p, xs, blobs, n_tops=1):
+        import torch
+        return [torch.sigmoid(xs[0])]
     benign_fields = frozenset({"sigmoid_param"})
 
 
 @register
 class TanH(_Elementwise):
     type = "TanH"
+
+    def to_onnx(self, ctx, step):
+        ctx.op("Tanh", [ctx.name(step.inputs[0])], step.outputs[0])
+
+    def torch_forward(self, p, xs, blobs, n_tops=1):
+        import torch
+        return [torch.tanh(xs[0])]
     benign_fields = frozenset({"tanh_param"})
 
 
 @register
 class AbsVal(_Elementwise):
     type = "AbsVal"
+
+    def to_onnx(self, ctx, step):
+        ctx.op("Abs", [ctx.name(step.inputs[0])], step.outputs[0])
+
+    def torch_forward(self, p, xs, blobs, n_tops=1):
+        import torch
+        return [torch.abs(xs[0])]
 
 
 @dataclass(frozen=True)
@@ -113,6 +177,22 @@ class Power(_Elementwise):
     type = "Power"
     param_field = "power_param"
     Params = PowerParams
+
+    def to_onnx(self, ctx, step):
+        p = step.layer.params
+        v, out = ctx.name(step.inputs[0]), step.outputs[0]
+        parts = [("Mul", "scale", p.scale, p.scale != 1), ("Add", "shift", p.shift, p.shift != 0),
+                 ("Pow", "power", p.power, p.power != 1)]
+        parts = [q for q in parts if q[3]]
+        if not parts:               # y = x
+            ctx.alias(out, step.inputs[0])
+            return
+        for i, (op, hint, val, _) in enumerate(parts):
+            v = ctx.op(op, [v, ctx.const(hint, np.float32(val))], out if i == len(parts) - 1 else None)
+
+    def torch_forward(self, p, xs, blobs, n_tops=1):
+        import torch
+        return [torch.pow(p.shift + p.scale * xs[0], p.power)]
 
 
 @dataclass(frozen=True)
@@ -132,3 +212,9 @@ class Dropout(_Elementwise):
     def validate(self, p) -> None:
         if not 0.0 <= p.dropout_ratio < 1.0:
             raise ProtogenError(f"dropout_ratio must be in [0, 1), got {p.dropout_ratio}")
+
+    def to_onnx(self, ctx, step):
+        ctx.alias(step.outputs[0], step.inputs[0])    # no node: identity at inference
+
+    def torch_forward(self, p, xs, blobs, n_tops=1):
+        return [xs[0]]

@@ -191,6 +191,26 @@ class LayerType:
         """Seeded weights that keep activations in a healthy range (see protogen.weights)."""
         return [np.zeros(s, np.float32) for s in self.weight_shapes(p, ins)]
 
+    # ----------------------------------------------------------- backends
+    def to_onnx(self, ctx, step) -> None:
+        """Lower one resolved step (:class:`protogen.ir.Step`) into ONNX nodes through ``ctx``
+        (:class:`protogen.onnx_io.OnnxContext`): read inputs with ``ctx.name(step.inputs[i])``,
+        produce ``step.outputs`` (or alias them to an input with ``ctx.alias``)."""
+        from ..errors import UnsupportedError
+        raise UnsupportedError([(step.layer.name, self.type, "no ONNX lowering (training-only layer?)")])
+
+    def torch_forward(self, p, xs: list, blobs: list, n_tops: int = 1) -> list:
+        """The PyTorch reference: Caffe's forward pass on tensors ``xs`` with weight tensors
+        ``blobs``; returns one tensor per top. Written from Caffe's algorithm, independently of
+        :meth:`to_onnx`."""
+        from ..errors import UnsupportedError
+        raise UnsupportedError([("?", self.type, "no PyTorch reference (training-only layer?)")])
+
+    def batchnorm_affine(self, step):
+        """For a layer that directly follows a BatchNorm: ``(gamma, beta)`` numpy arrays when
+        it is a per-channel affine map that can fold into ONNX BatchNormalization, else None."""
+        return None
+
     # ----------------------------------------------------------- cost
     def macs(self, p, ins: list[Shape], outs: list[Shape]) -> int:
         """Multiply-adds as the papers count them: only convolution and fully-connected."""
@@ -257,3 +277,20 @@ def require_rank(ins: list[Shape], rank: int, what: str) -> None:
 def he_normal(shape, fan_in: int, rng: np.random.Generator, gain: float = 2.0) -> np.ndarray:
     std = math.sqrt(gain / max(fan_in, 1))
     return (rng.standard_normal(shape, dtype=np.float32) * np.float32(std)).astype(np.float32)
+
+
+def layer_blobs(step) -> list[np.ndarray]:
+    """A resolved step's weight blobs as float32 arrays in this type's weight shapes (blobs
+    read from legacy caffemodels may carry 4-D num/channels/height/width shapes)."""
+    l = step.layer
+    want = l.kind.weight_shapes(l.params, step.in_shapes)
+    if want and (not l.blobs or len(l.blobs) < len(want)):
+        raise ProtogenError("layer has no weights (fill them with protogen.weights.init_weights "
+                            "or load a caffemodel)", layer=l.name)
+    out = []
+    for b, s in zip(l.blobs or [], want):
+        a = np.asarray(b, np.float32)
+        if a.size != numel(s):
+            raise ShapeError(f"weight blob of shape {a.shape} does not fit {tuple(s)}", layer=l.name)
+        out.append(a.reshape(s))
+    return out

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import ProtogenError, ShapeError
-from .base import LayerType, he_normal, numel, register, require_rank, spatial_pair
+from .base import LayerType, he_normal, layer_blobs, numel, register, require_rank, spatial_pair
 
 
 @dataclass(frozen=True)
@@ -104,6 +104,21 @@ class _ConvBase(LayerType):
             ws.append((rng.standard_normal(shapes[1]) * 0.05).astype(np.float32))
         return ws
 
+    # ONNX op of the lowering (Conv / ConvTranspose share Caffe's weight layout)
+    onnx_op = "Conv"
+
+    def to_onnx(self, ctx, step):
+        p, l = step.layer.params, step.layer
+        w = layer_blobs(step)
+        ins = [ctx.name(step.inputs[0]), ctx.const("weight", w[0])]
+        if p.bias_term:
+            ins.append(ctx.const("bias", w[1]))
+        pads = [p.pad_h, p.pad_w, p.pad_h, p.pad_w]
+        ctx.op(self.onnx_op, ins, step.outputs[0], kernel_shape=[p.kernel_h, p.kernel_w],
+               strides=[p.stride_h, p.stride_w], pads=pads if any(pads) else None,
+               dilations=[p.dilation_h, p.dilation_w] if (p.dilation_h, p.dilation_w) != (1, 1) else None,
+               group=p.group if p.group != 1 else None)
+
     def macs(self, p: ConvParams, ins, outs) -> int:
         # each output element: (Cin/group) * kh * kw multiply-adds (bias not counted)
         cin = ins[0][1]
@@ -128,6 +143,11 @@ class Convolution(_ConvBase):
     @staticmethod
     def _weight_shape(p, cin):
         return (p.num_output, cin // p.group, p.kernel_h, p.kernel_w)
+
+    def torch_forward(self, p, xs, blobs, n_tops=1):
+        import torch.nn.functional as F
+        return [F.conv2d(xs[0], blobs[0], blobs[1] if p.bias_term else None, (p.stride_h, p.stride_w),
+                         (p.pad_h, p.pad_w), (p.dilation_h, p.dilation_w), p.group)]
 
     def shapes(self, p: ConvParams, ins):
         require_rank(ins, 4, "Convolution")
@@ -179,6 +199,14 @@ class Deconvolution(_ConvBase):
         if p.bias_term:
             ws.append((rng.standard_normal(shapes[1]) * 0.05).astype(np.float32))
         return ws
+
+    onnx_op = "ConvTranspose"
+
+    def torch_forward(self, p, xs, blobs, n_tops=1):
+        import torch.nn.functional as F
+        return [F.conv_transpose2d(xs[0], blobs[0], blobs[1] if p.bias_term else None,
+                                   (p.stride_h, p.stride_w), (p.pad_h, p.pad_w), 0, p.group,
+                                   (p.dilation_h, p.dilation_w))]
 
     def shapes(self, p: ConvParams, ins):
         require_rank(ins, 4, "Deconvolution")
@@ -233,6 +261,39 @@ class InnerProduct(LayerType):
             ws.append((rng.standard_normal(shapes[1]) * 0.05).astype(np.float32))
         return ws
 
+    def to_onnx(self, ctx, step):
+        p, l = step.layer.params, step.layer
+        w = layer_blobs(step)
+        x_ssa = step.inputs[0]
+        shape = step.in_shapes[0]
+        axis, k = self._split(p, shape)
+        ctx.static_shape(x_ssa, range(axis, len(shape)))     # K is baked into the weights
+        x = ctx.name(x_ssa)
+        wt = w[0]
+        if axis == 1:
+            if len(shape) != 2:
+                x = ctx.op("Flatten", [x], axis=1)
+            ins = [x, ctx.const("weight", wt)]
+            if p.bias_term:
+                ins.append(ctx.const("bias", w[1]))
+            ctx.op("Gemm", ins, step.outputs[0], transB=0 if p.transpose else 1)
+            return
+        # any other axis: (.., K) @ W^T (+ b)
+        if len(shape) != axis + 1:
+            x = ctx.op("Reshape", [x, ctx.ints("shape", [0] * axis + [-1])])
+        y = ctx.op("MatMul", [x, ctx.const("weight", wt if p.transpose else wt.T)],
+                   None if p.bias_term else step.outputs[0])
+        if p.bias_term:
+            ctx.op("Add", [y, ctx.const("bias", w[1])], step.outputs[0])
+
+    def torch_forward(self, p, xs, blobs, n_tops=1):
+        x = xs[0]
+        axis = p.axis if p.axis >= 0 else p.axis + x.dim()
+        x = x.reshape(tuple(x.shape[:axis]) + (-1,))
+        y = x @ (blobs[0] if p.transpose else blobs[0].t())
+        return [y + blobs[1] if p.bias_term else y]
+
     def macs(self, p, ins, outs) -> int:
         axis, k = self._split(p, ins[0])
         return numel(ins[0][1:axis]) * k * p.num_output
+

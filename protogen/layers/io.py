@@ -40,6 +40,14 @@ class Input(LayerType):
         for s in p.shape:
             lp.input_param.shape.add().dim.extend(s)
 
+    def to_onnx(self, ctx, step):
+        # graph inputs carry the blob names; the exporter makes batch (and H/W) symbolic
+        for v, s in zip(step.outputs, step.out_shapes):
+            ctx.input(v, s)
+
+    def torch_forward(self, p, xs, blobs, n_tops=1):
+        return list(xs)   # TorchNet feeds the input tensors itself
+
     def output_shapes(self, p, ins, n_tops):
         if len(p.shape) == 1:
             return [p.shape[0]] * n_tops

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import ProtogenError, ShapeError
-from .base import LayerType, numel, register
+from .base import LayerType, layer_blobs, numel, register
 
 
 @dataclass(frozen=True)
@@ -52,6 +52,35 @@ class BatchNorm(LayerType):
         var = rng.uniform(1.0, 2.0, c).astype(np.float32)
         return [mean, var, np.ones(1, np.float32)]
 
+    def to_onnx(self, ctx, step):
+        """BatchNormalization(mean = f*b0, var = f*b1); a Scale that alone reads this output
+        folds in as gamma/beta (decided by dataflow), otherwise gamma 1, beta 0."""
+        p = step.layer.params
+        mean, var = self.statistics(layer_blobs(step))
+        c = mean.shape[0]
+        out = step.outputs[0]
+        gamma, beta = np.ones(c, np.float32), np.zeros(c, np.float32)
+        users = ctx.consumers(out)
+        if len(users) == 1 and not ctx.is_output(out) and users[0].inputs.count(out) == 1:
+            affine = users[0].layer.kind.batchnorm_affine(users[0])
+            if affine is not None:
+                gamma, beta = affine
+                ctx.mark_done(users[0])
+                out = users[0].outputs[0]
+        ctx.op("BatchNormalization", [ctx.name(step.inputs[0]), ctx.const("scale", gamma),
+                                      ctx.const("bias", beta), ctx.const("mean", mean),
+                                      ctx.const("var", var)], out, epsilon=float(p.eps))
+
+    def torch_forward(self, p, xs, blobs, n_tops=1):
+        import torch
+        x = xs[0]
+        s = blobs[2].reshape(-1)[0]
+        f = torch.where(s == 0, torch.zeros_like(s), 1.0 / s)
+        view = (1, -1) + (1,) * (x.dim() - 2)
+        mean = (blobs[0] * f).reshape(view)
+        var = (blobs[1] * f).reshape(view)
+        return [(x - mean) / torch.sqrt(var + p.eps)]
+
     @staticmethod
     def statistics(blobs) -> tuple[np.ndarray, np.ndarray]:
         """(mean, variance) from Caffe's three blobs, applying the scale factor."""
@@ -69,6 +98,43 @@ def _affine_shape(axis: int, num_axes: int, shape) -> tuple[int, ...]:
     if end > len(shape) or num_axes < -1:
         raise ShapeError(f"num_axes {num_axes} out of range for shape {shape}")
     return tuple(shape[a:end])
+
+
+def _affine_view(p, x, t):
+    """``t`` (the shape of x's axes [axis, axis + t.dim())) broadcast against ``x``."""
+    a = p.axis if p.axis >= 0 else p.axis + x.dim()
+    return t.reshape(tuple(t.shape) + (1,) * (x.dim() - a - t.dim()))
+
+
+def _affine_onnx(ctx, step, is_scale: bool) -> None:
+    """Scale (Mul, then Add of the bias) or Bias (Add) broadcast at ``axis``: the operand is
+    a blob (an initializer with trailing 1-dims) or the second bottom (Unsqueezed)."""
+    p = step.layer.params
+    rank = len(step.in_shapes[0])
+    a = p.axis if p.axis >= 0 else p.axis + rank
+    ws = layer_blobs(step)
+
+    def from_blob(hint, blob):
+        return ctx.const(hint, blob.reshape(blob.shape + (1,) * (rank - a - blob.ndim)))
+
+    def from_bottom():
+        v = ctx.name(step.inputs[1])
+        tail = rank - a - len(step.in_shapes[1])
+        if tail:
+            v = ctx.op("Unsqueeze", [v, ctx.ints("axes", list(range(rank - tail, rank)))])
+        return v
+
+    x = ctx.name(step.inputs[0])
+    out = step.outputs[0]
+    two = len(step.inputs) == 2
+    if not is_scale:
+        ctx.op("Add", [x, from_bottom() if two else from_blob("bias", ws[0])], out)
+        return
+    factor = from_bottom() if two else from_blob("scale", ws[0])
+    has_bias = bool(p.bias_term)
+    y = ctx.op("Mul", [x, factor], None if has_bias else out)
+    if has_bias:
+        ctx.op("Add", [y, from_blob("bias", ws[-1])], out)
 
 
 @dataclass(frozen=True)
@@ -93,6 +159,28 @@ class Scale(LayerType):
             if tuple(ins[0][a:a + len(ins[1])]) != tuple(ins[1]):
                 raise ShapeError(f"scale shape {ins[1]} does not match input {ins[0]} at axis {p.axis}")
         return [ins[0]]
+
+    def batchnorm_affine(self, step):
+        p = step.layer.params
+        rank = len(step.in_shapes[0])
+        if len(step.inputs) != 1 or p.num_axes != 1 or p.axis % rank != 1:
+            return None
+        ws = layer_blobs(step)
+        beta = ws[1] if p.bias_term else np.zeros_like(ws[0])
+        return ws[0].reshape(-1), beta.reshape(-1)
+
+    def to_onnx(self, ctx, step):
+        if ctx.done(step):          # folded into the preceding BatchNormalization
+            return
+        _affine_onnx(ctx, step, True)
+
+    def torch_forward(self, p, xs, blobs, n_tops=1):
+        x = xs[0]
+        if len(xs) == 2:
+            y = x * _affine_view(p, x, xs[1])
+            return [y + _affine_view(p, x, blobs[0]) if p.bias_term else y]
+        y = x * _affine_view(p, x, blobs[0])
+        return [y + _affine_view(p, x, blobs[1]) if p.bias_term else y]
 
     def weight_shapes(self, p, ins):
         if len(ins) == 2:
@@ -124,6 +212,13 @@ class Bias(LayerType):
     n_bottoms = (1, 2)
     inplace = True
 
+    def to_onnx(self, ctx, step):
+        _affine_onnx(ctx, step, False)
+
+    def torch_forward(self, p, xs, blobs, n_tops=1):
+        x = xs[0]
+        return [x + _affine_view(p, x, xs[1] if len(xs) == 2 else blobs[0])]
+
     def weight_shapes(self, p, ins):
         if len(ins) == 2:
             return []
@@ -153,6 +248,41 @@ class LRN(LayerType):
     def validate(self, p) -> None:
         if p.local_size % 2 == 0 or p.local_size <= 0:
             raise ProtogenError(f"LRN local_size must be odd and positive, got {p.local_size}")
+
+    def to_onnx(self, ctx, step):
+        p = step.layer.params
+        x, y = ctx.name(step.inputs[0]), step.outputs[0]
+        n = p.local_size
+        if p.norm_region == "ACROSS_CHANNELS":
+            ctx.op("LRN", [x], y, size=n, alpha=float(p.alpha), beta=float(p.beta), bias=float(p.k))
+            return
+        # WITHIN_CHANNEL (Caffe builds it from Power, AVE Pooling, Power, Eltwise PROD):
+        # y = x * (1 + alpha * avg_{n x n, zero pad (n-1)/2, divisor n^2}(x^2)) ^ -beta
+        r = (n - 1) // 2
+        sq = ctx.op("Mul", [x, x])
+        avg = ctx.op("AveragePool", [sq], kernel_shape=[n, n], strides=[1, 1],
+                     pads=[r, r, r, r] if r else None, count_include_pad=1 if r else None)
+        t = ctx.op("Mul", [avg, ctx.const("alpha", np.float32(p.alpha))])
+        t = ctx.op("Add", [t, ctx.const("one", np.float32(1.0))])
+        t = ctx.op("Pow", [t, ctx.const("neg_beta", np.float32(-p.beta))])
+        ctx.op("Mul", [x, t], y)
+
+    def torch_forward(self, p, xs, blobs, n_tops=1):
+        """Caffe's sums: ACROSS over n zero-padded neighbouring channels, scale k + alpha/n*sum;
+        WITHIN over an n x n zero-padded window, scale 1 + alpha/n^2*sum (k unused)."""
+        import torch.nn.functional as F
+        x = xs[0]
+        n, r = p.local_size, (p.local_size - 1) // 2
+        sq = x * x
+        if p.norm_region == "ACROSS_CHANNELS":
+            padded = F.pad(sq, (0, 0, 0, 0, r, r))                      # pad the channel axis
+            sums = padded.unfold(1, n, 1).sum(-1)                        # N, C, H, W
+            scale = p.k + (p.alpha / n) * sums
+        else:
+            padded = F.pad(sq, (r, r, r, r))
+            sums = padded.unfold(2, n, 1).unfold(3, n, 1).sum((-1, -2))  # N, C, H, W
+            scale = 1.0 + (p.alpha / (n * n)) * sums
+        return [x * scale.pow(-p.beta)]
 
     def shapes(self, p, ins):
         if len(ins[0]) != 4:

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from ..errors import ProtogenError, ShapeError
 from .base import LayerType, register, require_rank, spatial_pair
 
+FLT_MAX = 3.4028234663852886e38   # float32 max, Caffe's -FLT_MAX initial value for MAX pooling
+
 
 @dataclass(frozen=True)
 class PoolParams:
@@ -122,6 +124,95 @@ class Pooling(LayerType):
             return replace(p, kernel_h=0, kernel_w=0, stride_h=1, stride_w=1, pad_h=0, pad_w=0,
                            global_pooling=True, round_mode="CEIL")
         return p
+
+    def to_onnx(self, ctx, step):
+        """Exact Caffe pooling on every provider, never via ceil_mode: explicit end padding
+        makes Caffe's ceil windows; AVE divides like Caffe through a constant map where a
+        window is clipped at H + pad. See CAFFE-SEMANTICS.md section 8."""
+        import numpy as np
+        p = step.layer.params
+        if p.pool not in ("MAX", "AVE"):
+            raise ProtogenError(f"{p.pool} pooling has no deterministic inference form")
+        x_ssa, y = step.inputs[0], step.outputs[0]
+        x = ctx.name(x_ssa)
+        if p.global_pooling:
+            ctx.op("GlobalMaxPool" if p.pool == "MAX" else "GlobalAveragePool", [x], y)
+            return
+        n, c, h, w = step.in_shapes[0]
+        (kh, kw), (sh, sw), (ph, pw), (ho, wo) = self.geometry(p, step.in_shapes[0])
+        if p.round_mode == "CEIL":
+            # Caffe's ceil windows at another size need other end pads: bake the size
+            if sh > 1:
+                ctx.static(x_ssa, 2)
+            if sw > 1:
+                ctx.static(x_ssa, 3)
+        eh = window_overhang(h, kh, ph, sh, ho)
+        ew = window_overhang(w, kw, pw, sw, wo)
+        kernel, strides = [kh, kw], [sh, sw]
+        if eh == 0 and ew == 0:
+            # every window ends inside [0, H + pad): symmetric pads are exact (for AVE the
+            # divisor is always kh*kw, which count_include_pad gives)
+            pads = [ph, pw, ph, pw] if (ph or pw) else None
+            if p.pool == "MAX":
+                ctx.op("MaxPool", [x], y, kernel_shape=kernel, strides=strides, pads=pads)
+            else:
+                ctx.op("AveragePool", [x], y, kernel_shape=kernel, strides=strides, pads=pads,
+                       count_include_pad=1 if pads else None)
+            return
+        pad_value = -FLT_MAX if p.pool == "MAX" else 0.0
+        xp = ctx.op("Pad", [x, ctx.ints("pads", [0, 0, ph, pw, 0, 0, ph + eh, pw + ew]),
+                            ctx.const("pad_value", np.float32(pad_value))], mode="constant")
+        if p.pool == "MAX":
+            # -FLT_MAX like Caffe's initial value: padding never wins, an empty window
+            # (pad 0, stride > kernel) gives -FLT_MAX as in Caffe
+            ctx.op("MaxPool", [xp], y, kernel_shape=kernel, strides=strides)
+            return
+        # Caffe: pool_size = (min(hs+k, H+p) - hs) * (min(ws+k, W+p) - ws), hs = i*s - p
+        hs = np.arange(ho) * sh - ph
+        ws = np.arange(wo) * sw - pw
+        size = np.outer(np.minimum(hs + kh, h + ph) - hs, np.minimum(ws + kw, w + pw) - ws)
+        with np.errstate(divide="ignore"):
+            corr = (np.float64(kh * kw) / size).astype(np.float32)
+        if np.all(corr == 1):
+            ctx.op("AveragePool", [xp], y, kernel_shape=kernel, strides=strides)
+            return
+        a = ctx.op("AveragePool", [xp], kernel_shape=kernel, strides=strides)
+        ctx.op("Mul", [a, ctx.const("divisor_correction", corr.reshape(1, 1, ho, wo))], y)
+
+    def torch_forward(self, p, xs, blobs, n_tops=1):
+        """Caffe's PoolingLayer forward on tensors: the output size by Caffe's rule; MAX over
+        windows clipped to the image (init -FLT_MAX); AVE = window sum / pool_size where
+        pool_size counts padding but not the part of the window beyond H + pad."""
+        import torch
+        import torch.nn.functional as F
+        x = xs[0]
+        if p.pool not in ("MAX", "AVE"):
+            raise ProtogenError(f"{p.pool} pooling has no deterministic inference form")
+        if p.global_pooling:
+            return [x.amax(dim=(2, 3), keepdim=True) if p.pool == "MAX" else x.mean(dim=(2, 3), keepdim=True)]
+        h, w = int(x.shape[2]), int(x.shape[3])
+        ceil = p.round_mode == "CEIL"
+        ho = pooled_size(h, p.kernel_h, p.pad_h, p.stride_h, ceil)
+        wo = pooled_size(w, p.kernel_w, p.pad_w, p.stride_w, ceil)
+        # pad far enough that every window [i*s - p, i*s - p + k) lies inside the tensor
+        need_h = (ho - 1) * p.stride_h + p.kernel_h
+        need_w = (wo - 1) * p.stride_w + p.kernel_w
+        end_h = max(0, need_h - h - p.pad_h)
+        end_w = max(0, need_w - w - p.pad_w)
+        if p.pool == "MAX":
+            lo = float(torch.finfo(torch.float32).min)
+            xp = F.pad(x, (p.pad_w, end_w, p.pad_h, end_h), value=lo)
+            y = F.max_pool2d(xp, (p.kernel_h, p.kernel_w), (p.stride_h, p.stride_w))
+            return [y[:, :, :ho, :wo]]
+        xp = F.pad(x, (p.pad_w, end_w, p.pad_h, end_h), value=0.0)
+        sums = F.avg_pool2d(xp, (p.kernel_h, p.kernel_w), (p.stride_h, p.stride_w),
+                            divisor_override=1)[:, :, :ho, :wo]
+        hstart = torch.arange(ho, dtype=torch.float64) * p.stride_h - p.pad_h
+        hend = torch.clamp(hstart + p.kernel_h, max=h + p.pad_h)
+        wstart = torch.arange(wo, dtype=torch.float64) * p.stride_w - p.pad_w
+        wend = torch.clamp(wstart + p.kernel_w, max=w + p.pad_w)
+        pool_size = ((hend - hstart)[:, None] * (wend - wstart)[None, :]).to(x.dtype)
+        return [sums / pool_size]
 
     def shapes(self, p: PoolParams, ins):
         require_rank(ins, 4, "Pooling")

@@ -43,6 +43,16 @@ class Concat(LayerType):
         out[a] = sum(s[a] for s in ins)
         return [tuple(out)]
 
+    def to_onnx(self, ctx, step):
+        if len(step.inputs) == 1:
+            ctx.alias(step.outputs[0], step.inputs[0])
+            return
+        ctx.op("Concat", [ctx.name(v) for v in step.inputs], step.outputs[0], axis=int(step.layer.params.axis))
+
+    def torch_forward(self, p, xs, blobs, n_tops=1):
+        import torch
+        return [torch.cat(xs, dim=p.axis)]
+
 
 @dataclass(frozen=True)
 class SliceParams:
@@ -79,6 +89,27 @@ class Slice(LayerType):
             raise ShapeError(f"axis size {total} does not split evenly into {n_tops} tops")
         return [total // n_tops] * n_tops
 
+    def to_onnx(self, ctx, step):
+        p = step.layer.params
+        x_ssa = step.inputs[0]
+        if len(step.outputs) == 1:
+            ctx.alias(step.outputs[0], x_ssa)
+            return
+        a = _axis(p.axis, len(step.in_shapes[0]))
+        ctx.static(x_ssa, a)        # the piece sizes are baked
+        sizes = [s[a] for s in step.out_shapes]
+        ctx.op("Split", [ctx.name(x_ssa), ctx.ints("split", sizes)], outs=list(step.outputs), axis=a)
+
+    def torch_forward(self, p, xs, blobs, n_tops=1):
+        x = xs[0]
+        a = _axis(p.axis, x.dim())
+        if p.slice_point:
+            edges = [0] + list(p.slice_point) + [int(x.shape[a])]
+        else:
+            step = int(x.shape[a]) // n_tops
+            edges = [i * step for i in range(n_tops + 1)]
+        return [x.narrow(a, edges[i], edges[i + 1] - edges[i]) for i in range(n_tops)]
+
     def output_shapes(self, p, ins, n_tops):
         a = _axis(p.axis, len(ins[0]))
         outs = []
@@ -98,6 +129,13 @@ class Split(LayerType):
 
     def output_shapes(self, p, ins, n_tops):
         return [ins[0]] * n_tops
+
+    def to_onnx(self, ctx, step):
+        for v in step.outputs:          # no node: every top is the input value
+            ctx.alias(v, step.inputs[0])
+
+    def torch_forward(self, p, xs, blobs, n_tops=1):
+        return [xs[0]] * n_tops
 
 
 @dataclass(frozen=True)
@@ -125,6 +163,44 @@ class Eltwise(LayerType):
             if tuple(s) != tuple(ins[0]):
                 raise ShapeError(f"Eltwise needs equal shapes, got {ins}")
         return [ins[0]]
+
+    def to_onnx(self, ctx, step):
+        import numpy as np
+        p = step.layer.params
+        xs = [ctx.name(v) for v in step.inputs]
+        out = step.outputs[0]
+        if p.operation == "PROD":
+            y = xs[0]
+            for i, x in enumerate(xs[1:]):
+                y = ctx.op("Mul", [y, x], out if i == len(xs) - 2 else None)
+        elif p.operation == "MAX":
+            ctx.op("Max", xs, out)
+        else:
+            coeff = list(p.coeff) or [1.0] * len(xs)
+            if len(xs) == 2 and coeff[0] == 1 and coeff[1] == -1:
+                ctx.op("Sub", xs, out)
+                return
+            terms = [x if c == 1 else ctx.op("Mul", [x, ctx.const(f"coeff{i}", np.float32(c))])
+                     for i, (x, c) in enumerate(zip(xs, coeff))]
+            ctx.op("Add" if len(terms) == 2 else "Sum", terms, out)
+
+    def torch_forward(self, p, xs, blobs, n_tops=1):
+        import torch
+        if p.operation == "PROD":
+            y = xs[0]
+            for x in xs[1:]:
+                y = y * x
+            return [y]
+        if p.operation == "MAX":
+            y = xs[0]
+            for x in xs[1:]:
+                y = torch.maximum(y, x)
+            return [y]
+        coeff = list(p.coeff) or [1.0] * len(xs)
+        y = torch.zeros_like(xs[0])
+        for c, x in zip(coeff, xs):     # Caffe: top = 0; top += coeff_i * bottom_i
+            y = y + c * x
+        return [y]
 
 
 @dataclass(frozen=True)
@@ -193,6 +269,34 @@ class Reshape(LayerType):
     def shapes(self, p, ins):
         return [reshape_dims(p, ins[0])]
 
+    def to_onnx(self, ctx, step):
+        """ONNX Reshape keeps Caffe's 0 (copy) and -1 (infer) where the positions agree:
+        axes before ``axis`` copy (0), the new dims keep their 0/-1, axes after the
+        replaced range copy if they keep their position, else are written out."""
+        p = step.layer.params
+        x_ssa, out = step.inputs[0], step.outputs[0]
+        shape, oshape = step.in_shapes[0], step.out_shapes[0]
+        rank = len(shape)
+        start = p.axis + rank + 1 if p.axis < 0 else p.axis
+        end = rank if p.num_axes == -1 else start + p.num_axes
+        target = [0] * start + list(p.shape)
+        shift = len(p.shape) - (end - start)
+        for i in range(end, rank):
+            if shift == 0:
+                target.append(0)
+            else:
+                target.append(ctx.static(x_ssa, i))
+        for i, d in enumerate(target):
+            if d > 0 and ctx.varies(out, i):
+                ctx.static(out, i)      # a literal size where the value is symbolic
+        if len(oshape) == rank and all(d == 0 for d in target):
+            ctx.alias(out, x_ssa)
+            return
+        ctx.op("Reshape", [ctx.name(x_ssa), ctx.ints("shape", target)], out)
+
+    def torch_forward(self, p, xs, blobs, n_tops=1):
+        return [xs[0].reshape(reshape_dims(p, tuple(xs[0].shape)))]
+
 
 @dataclass(frozen=True)
 class FlattenParams:
@@ -214,6 +318,26 @@ class Flatten(LayerType):
         if e < a:
             raise ShapeError(f"flatten end_axis {p.end_axis} before axis {p.axis}")
         return [tuple(s[:a]) + (numel(s[a:e + 1]),) + tuple(s[e + 1:])]
+
+    def to_onnx(self, ctx, step):
+        p = step.layer.params
+        x_ssa, out = step.inputs[0], step.outputs[0]
+        shape = step.in_shapes[0]
+        rank = len(shape)
+        a, e = _axis(p.axis, rank), _axis(p.end_axis, rank)
+        x = ctx.name(x_ssa)
+        if a == e:
+            ctx.alias(out, x_ssa)
+        elif a == 1 and e == rank - 1:
+            ctx.op("Flatten", [x], out, axis=1)
+        else:
+            tail = [ctx.static(x_ssa, i) for i in range(e + 1, rank)]
+            ctx.op("Reshape", [x, ctx.ints("shape", [0] * a + [-1] + tail)], out)
+
+    def torch_forward(self, p, xs, blobs, n_tops=1):
+        x = xs[0]
+        a, e = _axis(p.axis, x.dim()), _axis(p.end_axis, x.dim())
+        return [x.flatten(a, e)]
 
 
 @dataclass(frozen=True)
@@ -242,6 +366,16 @@ class Permute(LayerType):
         o = full_order(p.order, len(ins[0]))
         return [tuple(ins[0][i] for i in o)]
 
+    def to_onnx(self, ctx, step):
+        o = full_order(step.layer.params.order, len(step.in_shapes[0]))
+        if o == tuple(range(len(o))):
+            ctx.alias(step.outputs[0], step.inputs[0])
+            return
+        ctx.op("Transpose", [ctx.name(step.inputs[0])], step.outputs[0], perm=list(o))
+
+    def torch_forward(self, p, xs, blobs, n_tops=1):
+        return [xs[0].permute(*full_order(p.order, xs[0].dim()))]
+
 
 @dataclass(frozen=True)
 class ShuffleChannelParams:
@@ -267,6 +401,36 @@ class ShuffleChannel(LayerType):
         if len(ins[0]) < 2 or ins[0][1] % p.group:
             raise ShapeError(f"channels of {ins[0]} are not divisible by shuffle group {p.group}")
         return [ins[0]]
+
+    def to_onnx(self, ctx, step):
+        """Reshape (N, g, C/g, rest) -> Transpose (0, 2, 1, 3) -> Reshape back."""
+        g = step.layer.params.group
+        x_ssa, out = step.inputs[0], step.outputs[0]
+        shape = step.in_shapes[0]
+        rank = len(shape)
+        if g == 1:
+            ctx.alias(out, x_ssa)
+            return
+        c = shape[1]
+        x = ctx.name(x_ssa)
+        rest = rank > 2
+        r = ctx.op("Reshape", [x, ctx.ints("shape_split", [0, g, c // g] + ([-1] if rest else []))])
+        t = ctx.op("Transpose", [r], perm=[0, 2, 1, 3] if rest else [0, 2, 1])
+        if any(ctx.varies(x_ssa, i) for i in range(2, rank)):
+            back = ctx.op("Shape", [x])         # symbolic H/W: take them from the input
+        else:
+            back = ctx.ints("shape_merge", [0, c] + list(shape[2:]))
+        ctx.op("Reshape", [t, back], out)
+
+    def torch_forward(self, p, xs, blobs, n_tops=1):
+        """out[j*g + i] = in[i*n + j] (C = g*n), by gathering channels."""
+        import torch
+        x = xs[0]
+        g = p.group
+        c = int(x.shape[1])
+        n = c // g
+        src = torch.tensor([(o % g) * n + o // g for o in range(c)], dtype=torch.long)
+        return [x.index_select(1, src)]
 
     def caffe_layers(self, layer, dialect, shapes=None):
         from ..caffe import pb
@@ -326,3 +490,10 @@ class Softmax(LayerType):
     def shapes(self, p, ins):
         _axis(p.axis, len(ins[0]))
         return [ins[0]]
+
+    def to_onnx(self, ctx, step):
+        ctx.op("Softmax", [ctx.name(step.inputs[0])], step.outputs[0], axis=int(step.layer.params.axis))
+
+    def torch_forward(self, p, xs, blobs, n_tops=1):
+        import torch
+        return [torch.softmax(xs[0], dim=p.axis)]
