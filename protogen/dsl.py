@@ -134,7 +134,10 @@ class Net:
             name = self._auto(prefix or type_.lower())
         else:
             name = self._full(name)
-        ins = [self._resolve(b) for b in bottoms]
+        try:
+            ins = [self._resolve(b) for b in bottoms]
+        except ProtogenError as e:
+            raise e.with_context(layer=name)
         if params is None:
             params = kind.default_params()
         try:
