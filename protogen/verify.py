@@ -256,7 +256,7 @@ def _caffe_ssa(net_param) -> dict[str, tuple[str, int]]:
 def _run_torch(g: Graph, feeds, want_all: bool, device: str = "cpu") -> dict[str, np.ndarray]:
     import torch
     from .torch_ref import TorchNet
-    net = TorchNet(g).eval().to(device)
+    net = TorchNet.from_graph(g).eval().to(device)
     with torch.no_grad():
         out = net({k: torch.from_numpy(v).to(device) for k, v in feeds.items()}, all_blobs=want_all)
     return {k: v.detach().cpu().numpy() for k, v in out.items()}
@@ -358,11 +358,14 @@ def _run_opencv_onnx(model, feeds, tmp: Path):
     import cv2
     if not hasattr(cv2.dnn, "readNetFromONNX"):
         raise _Skip(f"OpenCV {cv2.__version__} has no ONNX importer")
+    if int(cv2.__version__.split(".")[0]) < 5:
+        # OpenCV 4's ONNX importer lacks 5-D Reshape/Transpose (channel shuffle) and more;
+        # with OpenCV 4 the Caffe importer (opencv-caffe) is the OpenCV check
+        raise _Skip(f"OpenCV {cv2.__version__}: the ONNX check needs OpenCV >= 5 (opencv-caffe runs instead)")
     path = tmp / "model.onnx"
     path.write_bytes(model.SerializeToString())
     net = cv2.dnn.readNetFromONNX(str(path))
-    net.setPreferableBackend(cv2.dnn.DNN_BACKEND_OPENCV)
-    net.setPreferableTarget(cv2.dnn.DNN_TARGET_CPU)
+    net.setPreferableBackend(cv2.dnn.DNN_BACKEND_OPENCV)   # OpenCV 5's new engine: CPU only
     for name, v in feeds.items():
         net.setInput(v, name)
     names = [o.name for o in model.graph.output]
@@ -391,8 +394,10 @@ def verify(graph: Graph, *, seed: int = 0, batch: int = 2, providers=("cpu",), o
     if batch < 1:
         raise ProtogenError("batch must be >= 1")
     if not weights_loaded:
-        from .weights import init_weights
+        from .weights import calibrate_batchnorm, init_weights
         init_weights(graph, seed)
+        if any(l.type == "BatchNorm" for l in graph.layers):
+            calibrate_batchnorm(graph, seed, batch)
     g = deploy_view(graph, batch)
     steps = g.steps()
     missing = [st.layer.name for st in steps
@@ -416,8 +421,6 @@ def verify(graph: Graph, *, seed: int = 0, batch: int = 2, providers=("cpu",), o
     rep.runtimes.append(rr)
     try:
         ref = _run_torch(g, feeds, want_all)
-    except ProtogenError:
-        raise
     except Exception as e:  # a reference crash is a failure of the whole verification
         rr.status, rr.note = "error", f"{type(e).__name__}: {e}"
         rep.failures.append(f"the PyTorch reference failed: {rr.note}")
@@ -447,8 +450,6 @@ def verify(graph: Graph, *, seed: int = 0, batch: int = 2, providers=("cpu",), o
         except _Skip as e:
             r.status, r.note = "skipped", f"skipped: {e}"
             return
-        except ProtogenError:
-            raise
         except Exception as e:
             r.status, r.note = "error", f"{type(e).__name__}: {str(e).strip().splitlines()[-1] if str(e).strip() else ''}"
             rep.failures.append(f"{name} failed to run: {r.note}")
@@ -499,6 +500,12 @@ def verify(graph: Graph, *, seed: int = 0, batch: int = 2, providers=("cpu",), o
             import onnxruntime as ort
             if "CUDAExecutionProvider" not in ort.get_available_providers():
                 raise _Skip("CUDAExecutionProvider not available")
+            try:   # cuDNN/cuBLAS from the nvidia-* wheels that torch installs (ORT >= 1.21)
+                import torch  # noqa: F401
+                if hasattr(ort, "preload_dlls"):
+                    ort.preload_dlls()
+            except Exception:
+                pass
             return _run_ort(get_onnx(), feeds, "cuda")[0]
         record("ort-cuda", ort_cuda)
 

@@ -39,3 +39,54 @@ def init_weights(graph: Graph, seed: int = 0, net: str = DEPLOY) -> Graph:
 def seeded_input(shape, seed: int = 0) -> np.ndarray:
     """The verification input: standard normal, seeded."""
     return np.random.default_rng([int(seed) & 0xFFFFFFFF, 7]).standard_normal(shape).astype(np.float32)
+
+
+def calibrate_batchnorm(graph: Graph, seed: int = 0, batch: int = 2) -> Graph:
+    """Set every BatchNorm's statistics to its input's actual per-channel mean and variance
+    on a seeded calibration batch (in place; returns graph).
+
+    Drawn statistics leave a random per-channel offset after each BatchNorm, and the
+    input-dependent part of the activations fades through tens of layers (outputs that barely
+    depend on the input prove little). Calibrating layer by layer, in one pass of the PyTorch
+    reference (each layer's own ``torch_forward``), keeps activations normalised through
+    100+ layers. The calibration input (``seed + 1000``) differs from the verification input.
+    Needs torch; ``protogen emit`` does not call it.
+    """
+    import torch
+
+    from .ir import TEST
+    from .layers.base import layer_blobs
+    from .layers.norm import BatchNorm
+    view = graph.select(net=DEPLOY, phase=TEST)
+    shapes = {t: (batch,) + tuple(s[1:]) for l in view.input_layers() if l.type == "Input"
+              for t, s in zip(l.tops, l.kind.output_shapes(l.params, [], len(l.tops)))}
+    steps = view.steps(shapes)
+    last_use = {}
+    for i, st in enumerate(steps):
+        for v in st.inputs:
+            last_use[v] = i
+    env: dict = {}
+    with torch.no_grad():
+        for i, st in enumerate(steps):
+            l, kind = st.layer, st.layer.kind
+            if kind.is_input:
+                for v, s in zip(st.outputs, st.out_shapes):
+                    env[v] = torch.from_numpy(seeded_input(s, seed + 1000 + len(env)))
+                continue
+            xs = [env[v] for v in st.inputs]
+            if isinstance(kind, BatchNorm):
+                x = xs[0].double()
+                axes = [0] + list(range(2, x.dim()))
+                mean = x.mean(axes).numpy()
+                var = x.var(axes, unbiased=False).numpy()
+                # a (near-)constant channel would amplify rounding noise by 1/sqrt(eps)
+                var = np.maximum(var, 1e-2 * float(var.mean()) + 1e-12)
+                l.blobs = [mean.astype(np.float32), var.astype(np.float32), np.ones(1, np.float32)]
+            blobs = [torch.from_numpy(b) for b in layer_blobs(st)]
+            outs = kind.torch_forward(l.params, xs, blobs, len(st.outputs))
+            for v, o in zip(st.outputs, outs):
+                env[v] = o
+            for v in st.inputs:
+                if last_use.get(v) == i:
+                    env.pop(v, None)
+    return graph
