@@ -99,7 +99,13 @@ def convert(src, output, *, weights=None, phase=None, input_shape=None, seed: in
         export_onnx(graph, str(out))
         written = [str(out)]
     elif kind == ".py":
-        from .torch_codegen import write_torch_module
+        try:
+            from .torch_codegen import write_torch_module
+        except ModuleNotFoundError as e:
+            if e.name != "protogen.torch_codegen":
+                raise
+            raise ProtogenError("PyTorch source output (.py) is not available yet; "
+                                "convert to .onnx or .prototxt") from None
         written = write_torch_module(graph, out)
     else:
         written = _write_prototxt(src, out, graph, weights, dialect)
