@@ -390,3 +390,25 @@ def test_cli_stats_and_bad_option():
                        cwd=root, capture_output=True, text=True)
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
+
+
+# ----------------------------------------------------------------------------- execution
+# Small configurations (same layer structure, reduced input/width) run through the PyTorch
+# reference, ONNX Runtime and OpenCV dnn with seeded weights: outputs must agree (~1e-4
+# relative) and be healthy (input-dependent, not constant).
+EXEC_CASES = [("resnet18", dict(input_size=64)),
+              ("resnet50", dict(input_size=64, variant="v1.5")),
+              ("resnext50_32x4d", dict(input_size=32)),
+              ("xception", dict(input_size=71)),
+              ("mobilenet_v2", dict(input_size=64, width=0.35)),
+              ("shufflenet_v2", dict(input_size=64, width=0.5))]
+
+
+@pytest.mark.parametrize("name,opts", EXEC_CASES, ids=[c[0] for c in EXEC_CASES])
+def test_runtimes_agree(name, opts):
+    pytest.importorskip("torch")
+    pytest.importorskip("onnxruntime")
+    from protogen.verify import verify
+    rep = verify(zoo.build(name, **opts).graph, seed=0, batch=2, model_name=name)
+    assert rep.ok, rep.failures
+    assert any(c.runtime == "ort-cpu" for c in rep.comparisons)
