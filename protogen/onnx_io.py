@@ -243,10 +243,25 @@ def export_onnx(graph: Graph, path=None, *, opset: int = 17, intermediate: bool 
             dynamic_batch = False
             ctx = _lower(steps, outputs, opset, var_batch, var_hw, False, False)
 
+    # ---- graph inputs keep their blob names even when the blob is rewritten in place
+    # (then the input is SSA 'data@1' and the last version 'data' becomes 'data@<k>')
+    rename: dict[str, str] = {}
+    for st in steps:
+        if st.layer.kind.is_input:
+            for top, v in zip(st.layer.tops, st.outputs):
+                if v != top and top not in outputs:
+                    k = sum(t == top for s2 in steps for t in s2.layer.tops)
+                    rename[v], rename[top] = top, f"{top}@{k}"
+    if rename:
+        ctx.inputs = [(rename.get(n, n), s) for n, s in ctx.inputs]
+        ctx.nodes = [(op, [rename.get(i, i) for i in ins], [rename.get(o, o) for o in outs], a, nn)
+                     for op, ins, outs, a, nn in ctx.nodes]
+        ctx._alias = {k2: rename.get(v2, v2) for k2, v2 in ctx._alias.items()}
+        rename = {}
+
     # ---- graph outputs: an output that is an alias gets its producer renamed
     input_names = {n for n, _ in ctx.inputs}
     produced = {o for (_, _, outs, _, _) in ctx.nodes for o in outs}
-    rename: dict[str, str] = {}
     extra_nodes = []
     for o in outputs:
         v = ctx.name(o)

@@ -119,9 +119,10 @@ def _affine_onnx(ctx, step, is_scale: bool) -> None:
 
     def from_bottom():
         v = ctx.name(step.inputs[1])
-        tail = rank - a - len(step.in_shapes[1])
+        k = len(step.in_shapes[1])
+        tail = rank - a - k
         if tail:
-            v = ctx.op("Unsqueeze", [v, ctx.ints("axes", list(range(rank - tail, rank)))])
+            v = ctx.op("Unsqueeze", [v, ctx.ints("axes", list(range(k, k + tail)))])
         return v
 
     x = ctx.name(step.inputs[0])
