@@ -135,8 +135,11 @@ class LayerType:
                 if v:
                     getattr(msg, f.name).extend(v)
                 continue
-            if fd.has_default_value and v == (fd.default_value if fd.enum_type is None
-                                               else _enum_name(fd, fd.default_value)):
+            dflt = fd.default_value if fd.enum_type is None else _enum_name(fd, fd.default_value)
+            if fd.has_default_value and (v == dflt or (fd.cpp_type == fd.CPPTYPE_FLOAT
+                                                       and np.float32(v) == np.float32(dflt))):
+                # float fields: the descriptor's default is the float32 value (0.999 ->
+                # 0.9990000128746033), so compare in float32
                 continue
             if fd.enum_type is not None:
                 v = fd.enum_type.values_by_name[v].number
