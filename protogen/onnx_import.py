@@ -27,7 +27,7 @@ windows and average divisor are exactly ONNX's (or refused); Global*Pool -> glob
 Relu/LeakyRelu/PRelu/Sigmoid/Tanh/Clip -> ReLU/PReLU/Sigmoid/TanH/ReLU6/Clip;
 Add/Mul/Max/Sum -> Eltwise, or Bias/Scale/Power with a broadcast constant; Concat;
 Split/Slice -> Slice; Reshape/Flatten/Squeeze/Unsqueeze -> Reshape/Flatten;
-Transpose -> Permute; Reshape -> Transpose(0,2,1,3,4) -> Reshape -> ShuffleChannel;
+Transpose -> Permute; Reshape (N,g,C/g,...) -> Transpose(0,2,1,...) -> Reshape -> ShuffleChannel;
 Softmax; LRN; Dropout/Identity dropped.
 
 Names: layers take the node names and blobs the tensor names, changed only where Caffe or
@@ -302,7 +302,7 @@ class _Importer:
     def _is_shuffle_transpose(self, i) -> bool:
         n = self.nodes[i]
         perm = list(_attrs(n).get("perm", []))
-        if perm != [0, 2, 1, 3, 4]:
+        if len(perm) < 3 or perm != _swap12(len(perm)):
             return False
         p = self.producer.get(n.input[0])
         users = self.consumers.get(n.output[0], [])
@@ -947,15 +947,19 @@ class _Importer:
         for t, b in zip(n.output, tops):
             self.set_out(t, b)
 
-    def op_Slice(self, i, n, a):
-        from .layers.tensor import SliceParams
+    def _slice_range(self, n):
+        """(axis, lo, hi) of a step-1 Slice along one axis; None when it takes everything."""
         shape = self.shape_of(n.input[0])
-        ins = [self.consts.get(t) if t else None for t in n.input]
+        a = _attrs(n)
         if "starts" in a:
             starts, ends = list(a["starts"]), list(a["ends"])
             axes = list(a.get("axes", range(len(starts))))
             steps = [1] * len(starts)
         else:
+            for t in n.input[1:]:
+                if t and not self.try_const(t):
+                    raise _Refuse("starts/ends/axes/steps must be constant")
+            ins = [self.consts.get(t) if t else None for t in n.input]
             starts, ends = ins[1].tolist(), ins[2].tolist()
             axes = ins[3].tolist() if len(ins) > 3 and ins[3] is not None else list(range(len(starts)))
             steps = ins[4].tolist() if len(ins) > 4 and ins[4] is not None else [1] * len(starts)
@@ -968,25 +972,52 @@ class _Importer:
             if (lo, hi) != (0, shape[ax]):
                 real.append((ax, lo, hi))
         if not real:
-            self.set_out(n.output[0], self.bottom(n.input[0]))
-            return
+            return None
         if len(real) > 1:
             raise _Refuse("Slice along more than one axis is not supported")
-        ax, lo, hi = real[0]
-        if hi <= lo:
+        if real[0][2] <= real[0][1]:
             raise _Refuse("empty Slice")
-        points = [p for p in (lo, hi) if 0 < p < shape[ax]]
-        name = self.new_layer_name(self.node_name(i))
-        tops = []
+        return real[0]
+
+    def op_Slice(self, i, n, a):
+        """Slices of one tensor along one axis that do not overlap become ONE Caffe Slice
+        (Caffe's Slice writes every piece; a piece nobody reads stays a named extra top)."""
+        from .layers.tensor import SliceParams
+        x = n.input[0]
+        shape = self.shape_of(x)
+        mine = self._slice_range(n)
+        if mine is None:
+            self.set_out(n.output[0], self.bottom(x))
+            return
+        ax = mine[0]
+        group = [(i, mine)]
+        for j in self.consumers.get(x, []):
+            nj = self.nodes[j]
+            if j <= i or j in self.skip or nj.op_type != "Slice" or nj.input[0] != x:
+                continue
+            try:
+                r = self._slice_range(nj)
+            except _Refuse:
+                continue
+            if r is not None and r[0] == ax:
+                group.append((j, r))
+        spans = sorted((r[1], r[2]) for _, r in group)
+        if any(spans[k][0] < spans[k - 1][1] for k in range(1, len(spans))) or len(set(spans)) != len(spans):
+            group = [(i, mine)]
+        points = sorted({p for _, (_, lo, hi) in group for p in (lo, hi) if 0 < p < shape[ax]})
         edges = [0] + points + [shape[ax]]
+        name = self.new_layer_name(self.node_name(i))
+        by_range = {(lo, hi): j for j, (_, lo, hi) in group}
+        tops = []
         for k in range(len(edges) - 1):
-            if edges[k] == lo:
-                tops.append(self.out_blob(i))
-            else:
-                tops.append(self.new_blob(f"{name}/unused{k}"))
-        self.add_layer(name, "Slice", [self.bottom(n.input[0])], tops,
-                       SliceParams(axis=ax, slice_point=tuple(points)))
-        self.set_out(n.output[0], self.blob[n.output[0]])
+            j = by_range.get((edges[k], edges[k + 1]))
+            tops.append(self.out_blob(j) if j is not None else self.new_blob(f"{name}/unused{k}"))
+        self.add_layer(name, "Slice", [self.bottom(x)], tops, SliceParams(axis=ax, slice_point=tuple(points)))
+        for j, _ in group:
+            t = self.nodes[j].output[0]
+            self.set_out(t, self.blob[t])
+            if j != i:
+                self.skip.add(j)
 
     def _reshape_to(self, i, n, x, new_shape):
         from .layers.tensor import FlattenParams, ReshapeParams
@@ -1014,13 +1045,13 @@ class _Importer:
 
     def _try_shuffle(self, i, n, shape, new) -> bool:
         from .layers.tensor import ShuffleChannelParams
-        if len(shape) != 4 or len(new) != 5:
+        if len(shape) < 3 or len(new) < 4:
             return False
         users = self.consumers.get(n.output[0], [])
         if len(users) != 1 or n.output[0] in self.outputs:
             return False
         tr = self.nodes[users[0]]
-        if tr.op_type != "Transpose" or list(_attrs(tr).get("perm", [])) != [0, 2, 1, 3, 4]:
+        if tr.op_type != "Transpose" or list(_attrs(tr).get("perm", [])) != _swap12(len(new)):
             return False
         u2 = self.consumers.get(tr.output[0], [])
         if len(u2) != 1 or tr.output[0] in self.outputs:
@@ -1028,15 +1059,17 @@ class _Importer:
         r2 = self.nodes[u2[0]]
         if r2.op_type != "Reshape":
             return False
-        n_, c, h, w = shape
+        n_, c = shape[:2]
         g = new[1]
-        if tuple(new) != (n_, g, c // g, h, w) or g * (c // g) != c:
+        if (tuple(new[:3]) != (n_, g, c // g) or g * (c // g) != c
+                or int(np.prod(new[3:])) != int(np.prod(shape[2:]))):
             return False
+        swapped = (n_, c // g, g) + tuple(new[3:])
         self.shape.setdefault(n.output[0], tuple(new))
-        self.shape.setdefault(tr.output[0], (n_, c // g, g, h, w))
+        self.shape.setdefault(tr.output[0], swapped)
         if not self.try_const(r2.input[1]):
             return False
-        final = _onnx_reshape((n_, c // g, g, h, w), self.consts[r2.input[1]].astype(np.int64),
+        final = _onnx_reshape(swapped, self.consts[r2.input[1]].astype(np.int64),
                               int(_attrs(r2).get("allowzero", 0)))
         if tuple(final) != tuple(shape):
             return False
@@ -1082,6 +1115,10 @@ class _Importer:
         self.add_layer(self.new_layer_name(self.node_name(i)), "Permute", [self.bottom(n.input[0])], [out],
                        PermuteParams(order=perm))
         self.set_out(n.output[0], out)
+
+
+def _swap12(rank: int) -> list[int]:
+    return [0, 2, 1] + list(range(3, rank))
 
 
 def _onnx_reshape(shape, target, allowzero=0) -> tuple:
