@@ -251,7 +251,17 @@ def _verify(graph, **kw):
     return rep
 
 
-SMALL_NUMERIC = sorted(r for r, w in EXPECTED.items() if w not in (REFUSE, REFUSE_PARSE))
+#: known disagreements, found by this test (ORT and the PyTorch reference agree to ~1e-6;
+#: OpenCV's ONNX importer differs at SqueezeNet v1.0's pool10, AVE 13x13 over 14x14 with
+#: Caffe ceil rounding). strict: a fix makes the test fail until this entry is removed.
+KNOWN_NUMERIC_FAILURES = {
+    "deepscale_squeezenet/SqueezeNet_v1.0/deploy.prototxt": "opencv-onnx differs at pool10 (rel 0.61)",
+    "deepscale_squeezenet/SqueezeNet_v1.0/train_val.prototxt": "opencv-onnx differs at pool10 (rel 0.4)",
+}
+
+SMALL_NUMERIC = [pytest.param(r, marks=pytest.mark.xfail(reason=KNOWN_NUMERIC_FAILURES[r], strict=True))
+                 if r in KNOWN_NUMERIC_FAILURES else r
+                 for r in sorted(r for r, w in EXPECTED.items() if w not in (REFUSE, REFUSE_PARSE))]
 
 
 @pytest.mark.parametrize("rel", SMALL_NUMERIC)
