@@ -137,8 +137,15 @@ def _add_net_options(p, phase=True):
     p.add_argument("--num-classes", type=int, default=None, help="classifier outputs (zoo models)")
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with protogen's one-line error format (no usage dump), exit code 2."""
+
+    def error(self, message):
+        self.exit(2, f"protogen: error: {message} (see '{self.prog} --help')\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="protogen", description="Describe CNNs in Python; emit Caffe "
+    ap = _Parser(prog="protogen", description="Describe CNNs in Python; emit Caffe "
                                  "prototxt and ONNX; convert Caffe models; verify numerically.")
     sub = ap.add_subparsers(dest="cmd", required=True)
     p = sub.add_parser("list", help="zoo models and their options")
