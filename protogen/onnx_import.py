@@ -25,7 +25,8 @@ BatchNormalization -> BatchNorm (blobs mean, var, factor 1) + Scale (gamma, beta
 MaxPool/AveragePool -> Pooling with pad and round mode chosen so that Caffe's output size,
 windows and average divisor are exactly ONNX's (or refused); Global*Pool -> global Pooling;
 Relu/LeakyRelu/PRelu/Sigmoid/Tanh/Clip -> ReLU/PReLU/Sigmoid/TanH/ReLU6/Clip;
-Add/Mul/Max/Sum -> Eltwise, or Bias/Scale/Power with a broadcast constant; Concat;
+Add/Sub/Mul/Max/Sum -> Eltwise (x*scalar terms of a sum -> coeff), or Bias/Scale/Power with a
+broadcast constant (also Div by a constant); Concat;
 Split/Slice -> Slice; Reshape/Flatten/Squeeze/Unsqueeze -> Reshape/Flatten;
 Transpose -> Permute; Reshape (N,g,C/g,...) -> Transpose(0,2,1,...) -> Reshape -> ShuffleChannel;
 Softmax; LRN; Dropout/Identity dropped.
@@ -70,7 +71,7 @@ _ATTRS = {
     "GlobalAveragePool": set(), "GlobalMaxPool": set(),
     "Relu": set(), "LeakyRelu": {"alpha"}, "PRelu": set(), "Sigmoid": set(), "Tanh": set(),
     "Clip": {"min", "max"},
-    "Add": set(), "Mul": set(), "Max": set(), "Sum": set(),
+    "Add": set(), "Mul": set(), "Max": set(), "Sum": set(), "Sub": set(), "Div": set(),
     "Concat": {"axis"}, "Split": {"axis", "split", "num_outputs"},
     "Slice": {"starts", "ends", "axes"},
     "Reshape": {"allowzero"}, "Flatten": {"axis"}, "Squeeze": {"axes"}, "Unsqueeze": {"axes"},
@@ -168,6 +169,11 @@ class _Importer:
         self.consts: dict[str, np.ndarray] = {t.name: numpy_helper.to_array(t) for t in self.g.initializer}
         self.inputs = [i for i in self.g.input if i.name not in self.consts]
         self.outputs = [o.name for o in self.g.output]
+        if input_shapes is not None and not isinstance(input_shapes, dict):
+            if len(self.inputs) != 1:
+                raise ProtogenError(f"the model has {len(self.inputs)} inputs: give input_shapes as "
+                                    "{name: shape}", file=file)
+            input_shapes = {None: tuple(input_shapes)}
         self.input_shapes = dict(input_shapes or {})
         self.consumers: dict[str, list[int]] = {}
         for i, n in enumerate(self.nodes):
@@ -183,7 +189,8 @@ class _Importer:
         self.blob_names: set[str] = set()
         self.skip: set[int] = set()
         self.pad_fold: dict[str, tuple] = {}       # Pad output -> (input tensor, pads, value)
-        self.slice_groups: dict[int, object] = {}
+        self.flattened: dict[str, str] = {}        # Flatten output -> input (read by a Gemm)
+        self.scaled: dict[str, tuple] = {}          # Mul output -> (input, scalar) for Eltwise coeff
 
     # ------------------------------------------------------------------ names
     def _unique(self, base: str, used: set) -> str:
@@ -527,6 +534,8 @@ class _Importer:
     def _input_shape(self, inp) -> tuple:
         if inp.name in self.input_shapes:
             return tuple(int(d) for d in self.input_shapes[inp.name])
+        if None in self.input_shapes:          # one shape given for the only input
+            return tuple(int(d) for d in self.input_shapes[None])
         tt = inp.type.tensor_type
         if not tt.HasField("shape"):
             raise ProtogenError(f"input '{inp.name}' has no shape; give it with input_shapes=",
@@ -681,8 +690,8 @@ class _Importer:
         self.set_out(out_tensor, out)
 
     def op_Gemm(self, i, n, a):
-        x = n.input[0]
-        if len(self.shape_of(x)) != 2:
+        x = self.flattened.get(n.input[0], n.input[0])
+        if len(self.shape_of(n.input[0])) != 2:
             raise _Refuse(f"Gemm input must be 2-D, got {self.shape_of(x)}")
         w = self.const(n.input[1], "B").astype(np.float32)
         w = w if a.get("transB", 0) else w.T
@@ -857,24 +866,54 @@ class _Importer:
         self.set_out(n.output[0], out)
 
     # element-wise binary ops -------------------------------------------------------
-    def _binary(self, i, n, op):
+    def _binary(self, i, n, op, sign=1.0):
         from .layers.tensor import EltwiseParams
         ins = [t for t in n.input if t]
         consts = [t for t in ins if self.is_const(t)]
         acts = [t for t in ins if not self.is_const(t)]
         if not consts:
+            coeff = [1.0] * len(acts)
+            if sign != 1.0:
+                coeff[1] = sign
+            if op == "SUM":     # Mul(x, scalar) feeding only this sum: Caffe's Eltwise coeff
+                for k, t in enumerate(acts):
+                    if t in self.scaled:
+                        acts[k], c = self.scaled[t]
+                        coeff[k] *= c
             shapes = [self.shape_of(t) for t in acts]
             if any(s != shapes[0] for s in shapes):
                 raise _Refuse(f"broadcasting between activations {shapes} has no Caffe layer")
             out = self.out_blob(i)
+            p = EltwiseParams(operation=op, coeff=tuple(coeff) if any(c != 1.0 for c in coeff) else ())
             self.add_layer(self.new_layer_name(self.node_name(i)), "Eltwise", [self.bottom(t) for t in acts],
-                           [out], EltwiseParams(operation=op))
+                           [out], p)
             self.set_out(n.output[0], out)
             return
-        if len(acts) != 1 or len(consts) != 1 or op == "MAX":
+        if len(acts) != 1 or len(consts) != 1 or op == "MAX" or (sign != 1.0 and n.input[0] != acts[0]):
             raise _Refuse(f"{n.op_type} with constant operands is only supported as activation "
-                          "(+ or *) one constant")
-        self._affine_const(i, n, acts[0], self.consts[consts[0]].astype(np.float32), op == "PROD")
+                          f"{'-' if sign != 1.0 else '(+ or *)'} one constant")
+        c = self.consts[consts[0]].astype(np.float32)
+        self._affine_const(i, n, acts[0], c * np.float32(sign) if op == "SUM" else c, op == "PROD")
+
+    def _defer_scaled(self, i, n) -> bool:
+        """x * scalar read only by an Add/Sum/Sub of activations: becomes that Eltwise's coeff."""
+        ins = list(n.input)
+        if len(ins) != 2 or sum(self.is_const(t) for t in ins) != 1:
+            return False
+        x = ins[0] if self.is_const(ins[1]) else ins[1]
+        c = self.consts[ins[1] if x == ins[0] else ins[0]]
+        users = self.consumers.get(n.output[0], [])
+        if c.size != 1 or len(users) != 1 or n.output[0] in self.outputs:
+            return False
+        u = self.nodes[users[0]]
+        if u.op_type not in ("Add", "Sum") or u.input[0] == u.input[-1]:
+            return False
+        if any(t in self.consts or self.try_const(t) for t in u.input if t):
+            return False
+        self.scaled[n.output[0]] = (x, float(c.reshape(-1)[0]))
+        self.shape[n.output[0]] = self.shape_of(x)
+        self.blob[n.output[0]] = self.bottom(x)      # placeholder; the Eltwise reads x itself
+        return True
 
     def _affine_const(self, i, n, x, c, mul):
         from .layers.act import PowerParams
@@ -913,7 +952,19 @@ class _Importer:
     op_Sum = op_Add
 
     def op_Mul(self, i, n, a):
+        if self._defer_scaled(i, n):
+            return
         self._binary(i, n, "PROD")
+
+    def op_Sub(self, i, n, a):
+        if sum(1 for t in n.input if not self.is_const(t)) == 2 and n.input[1] in self.scaled:
+            raise _Refuse("Sub of a scaled activation is not supported")
+        self._binary(i, n, "SUM", sign=-1.0)
+
+    def op_Div(self, i, n, a):
+        if not self.is_const(n.input[1]) or self.is_const(n.input[0]):
+            raise _Refuse("Div is only supported as activation / constant")
+        self._affine_const(i, n, n.input[0], 1.0 / self.consts[n.input[1]].astype(np.float32), True)
 
     def op_Max(self, i, n, a):
         self._binary(i, n, "MAX")
@@ -1084,6 +1135,14 @@ class _Importer:
     def op_Flatten(self, i, n, a):
         shape = self.shape_of(n.input[0])
         ax = int(a.get("axis", 1)) % (len(shape) + 1) if shape else 0
+        users = self.consumers.get(n.output[0], [])
+        if (ax == 1 and len(users) == 1 and n.output[0] not in self.outputs
+                and self.nodes[users[0]].op_type == "Gemm" and self.nodes[users[0]].input[0] == n.output[0]):
+            # Caffe's InnerProduct flattens from axis 1 itself: no layer (exactly as Caffe nets)
+            self.blob[n.output[0]] = self.bottom(n.input[0])
+            self.shape[n.output[0]] = (shape[0], int(np.prod(shape[1:])))
+            self.flattened[n.output[0]] = n.input[0]
+            return
         self._reshape_to(i, n, n.input[0], (int(np.prod(shape[:ax])), int(np.prod(shape[ax:]))))
 
     def op_Squeeze(self, i, n, a):
@@ -1136,12 +1195,13 @@ def _onnx_reshape(shape, target, allowzero=0) -> tuple:
 
 
 # --------------------------------------------------------------------------- public API
-def load_onnx(path_or_model, *, dialect: Dialect = DEFAULT, input_shapes: dict | None = None) -> Graph:
+def load_onnx(path_or_model, *, dialect: Dialect = DEFAULT, input_shapes=None) -> Graph:
     """An IR graph (with ``layer.blobs`` weights) from an ONNX file or ``onnx.ModelProto``.
 
     ``dialect`` restricts the result to what that Caffe dialect can write (the ``bvlc``
     dialect has no Permute, so a general Transpose is refused up front). ``input_shapes``
-    ({input name: shape}) overrides the graph's input shapes; a dynamic batch becomes 1.
+    ({input name: shape}, or one shape for a single-input model) overrides the graph's
+    input shapes, and is needed when height/width are dynamic; a dynamic batch becomes 1.
     Raises :class:`UnsupportedError` listing every unsupported node at once.
     """
     import onnx
@@ -1169,7 +1229,7 @@ def load_onnx(path_or_model, *, dialect: Dialect = DEFAULT, input_shapes: dict |
 
 
 def onnx_to_caffe(onnx_path, prototxt_path, dialect: Dialect = DEFAULT, *, caffemodel_path=None,
-                  input_shapes: dict | None = None) -> tuple[Path, Path]:
+                  input_shapes=None) -> tuple[Path, Path]:
     """Convert an ONNX model to a deploy prototxt and a caffemodel (``.caffemodel`` beside
     the prototxt unless given). Both files appear atomically; nothing is written when the
     model cannot be converted. Returns (prototxt path, caffemodel path)."""
