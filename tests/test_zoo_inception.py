@@ -268,3 +268,13 @@ def test_options_input_size_and_classes():
     assert s["layers"][-1]["output_shapes"] == [[1, 1000]]
     assert zoo.get("inception_v2").name == "bn_inception"
     assert zoo.get("inception_v3").option("input_size").default == 299
+
+
+@needs_corpus
+def test_googlenet_equals_2014_v1_format_files():
+    old = CORPUS / "bvlc_caffe" / "history_11a4c1655_v1" / "models" / "bvlc_googlenet"
+    if not old.is_dir():
+        pytest.skip("V1 history files not in the corpus")
+    g = zoo.build("googlenet").graph
+    assert diff_graphs(g, load_prototxt(old / "deploy.prototxt")) is None
+    assert diff_graphs(g, load_prototxt(old / "train_val.prototxt"), net="train_val", phase="TRAIN") is None
