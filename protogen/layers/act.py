@@ -82,8 +82,7 @@ class Clip(_Elementwise):
                         ctx.const("max", np.float32(p.max))], step.outputs[0])
 
     def torch_forward(self, p, xs, blobs, n_tops=1):
-        import torch
-        return [torch.minimum(torch.maximum(xs[0], torch.tensor(p.min)), torch.tensor(p.max))]
+        return [xs[0].clamp(float(p.min), float(p.max))]
 
     def write(self, p, lp):
         lp.clip_param.min = p.min

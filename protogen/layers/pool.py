@@ -207,9 +207,9 @@ class Pooling(LayerType):
         xp = F.pad(x, (p.pad_w, end_w, p.pad_h, end_h), value=0.0)
         sums = F.avg_pool2d(xp, (p.kernel_h, p.kernel_w), (p.stride_h, p.stride_w),
                             divisor_override=1)[:, :, :ho, :wo]
-        hstart = torch.arange(ho, dtype=torch.float64) * p.stride_h - p.pad_h
+        hstart = torch.arange(ho, device=x.device) * p.stride_h - p.pad_h
         hend = torch.clamp(hstart + p.kernel_h, max=h + p.pad_h)
-        wstart = torch.arange(wo, dtype=torch.float64) * p.stride_w - p.pad_w
+        wstart = torch.arange(wo, device=x.device) * p.stride_w - p.pad_w
         wend = torch.clamp(wstart + p.kernel_w, max=w + p.pad_w)
         pool_size = ((hend - hstart)[:, None] * (wend - wstart)[None, :]).to(x.dtype)
         return [sums / pool_size]

@@ -429,7 +429,7 @@ class ShuffleChannel(LayerType):
         g = p.group
         c = int(x.shape[1])
         n = c // g
-        src = torch.tensor([(o % g) * n + o // g for o in range(c)], dtype=torch.long)
+        src = torch.tensor([(o % g) * n + o // g for o in range(c)], dtype=torch.long, device=x.device)
         return [x.index_select(1, src)]
 
     def caffe_layers(self, layer, dialect, shapes=None):
