@@ -13,6 +13,8 @@ import json
 import sys
 import time
 
+import numpy as np
+
 from .errors import ProtogenError
 
 
@@ -56,7 +58,7 @@ def _attach_weights(graph, path: str) -> None:
     cm = read_caffemodel(path)
     for l in graph.layers:
         if l.name in cm.blobs and cm.blobs[l.name]:
-            l.blobs = [b.astype("float32", copy=False) for b in cm.blobs[l.name]]
+            l.blobs = [np.array(b, np.float32) for b in cm.blobs[l.name]]
 
 
 def _verify_one(args, source: str, extra, dialect):

@@ -41,6 +41,13 @@ def seeded_input(shape, seed: int = 0) -> np.ndarray:
     return np.random.default_rng([int(seed) & 0xFFFFFFFF, 7]).standard_normal(shape).astype(np.float32)
 
 
+#: standard deviation of a residual branch's output after calibration
+RESIDUAL_BRANCH_STD = 0.2
+#: floor of a channel variance, relative to the mean over channels
+VAR_FLOOR = 0.25
+MEAN_FRACTION = 0.5
+
+
 def calibrate_batchnorm(graph: Graph, seed: int = 0, batch: int = 2) -> Graph:
     """Set every BatchNorm's statistics to its input's actual per-channel mean and variance
     on a seeded calibration batch (in place; returns graph).
@@ -62,9 +69,23 @@ def calibrate_batchnorm(graph: Graph, seed: int = 0, batch: int = 2) -> Graph:
               for t, s in zip(l.tops, l.kind.output_shapes(l.params, [], len(l.tops)))}
     steps = view.steps(shapes)
     last_use = {}
+    consumers: dict = {}
     for i, st in enumerate(steps):
         for v in st.inputs:
             last_use[v] = i
+            consumers.setdefault(v, []).append(st)
+
+    def ends_residual_branch(st) -> bool:
+        # BatchNorm (+ an in-place affine such as Scale) whose result is summed by an Eltwise
+        v = st.outputs[0]
+        for _ in range(3):
+            nxt = consumers.get(v, [])
+            if any(c.layer.type == "Eltwise" for c in nxt):
+                return True
+            if len(nxt) != 1 or nxt[0].layer.kind.batchnorm_affine(nxt[0]) is None:
+                return False
+            v = nxt[0].outputs[0]
+        return False
     env: dict = {}
     with torch.no_grad():
         for i, st in enumerate(steps):
@@ -77,10 +98,14 @@ def calibrate_batchnorm(graph: Graph, seed: int = 0, batch: int = 2) -> Graph:
             if isinstance(kind, BatchNorm):
                 x = xs[0].double()
                 axes = [0] + list(range(2, x.dim()))
-                mean = x.mean(axes).numpy()
+                mean = x.mean(axes).numpy() * np.float32(MEAN_FRACTION)
                 var = x.var(axes, unbiased=False).numpy()
                 # a (near-)constant channel would amplify rounding noise by 1/sqrt(eps)
-                var = np.maximum(var, 1e-2 * float(var.mean()) + 1e-12)
+                var = np.maximum(var, VAR_FLOOR * float(var.mean()) + 1e-12)
+                if ends_residual_branch(st):
+                    # residual branches start small (cf. zero-gamma init, Goyal et al. 2017):
+                    # otherwise the sum grows and rounding differences amplify block by block
+                    var = var * np.float32(1.0 / RESIDUAL_BRANCH_STD ** 2)
                 l.blobs = [mean.astype(np.float32), var.astype(np.float32), np.ones(1, np.float32)]
             blobs = [torch.from_numpy(b) for b in layer_blobs(st)]
             outs = kind.torch_forward(l.params, xs, blobs, len(st.outputs))
