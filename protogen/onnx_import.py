@@ -25,8 +25,8 @@ BatchNormalization -> BatchNorm (blobs mean, var, factor 1) + Scale (gamma, beta
 MaxPool/AveragePool -> Pooling with pad and round mode chosen so that Caffe's output size,
 windows and average divisor are exactly ONNX's (or refused); Global*Pool -> global Pooling;
 Relu/LeakyRelu/PRelu/Sigmoid/Tanh/Clip -> ReLU/PReLU/Sigmoid/TanH/ReLU6/Clip;
-Add/Sub/Mul/Max/Sum -> Eltwise (x*scalar terms of a sum -> coeff), or Bias/Scale/Power with a
-broadcast constant (also Div by a constant); Concat;
+Add/Sub/Mul/Max/Sum -> Eltwise (x*scalar terms of a sum -> coeff), or Scale/Power with a
+broadcast constant (x*g+b as one Scale with bias_term; also Div by a constant); Concat;
 Split/Slice -> Slice; Reshape/Flatten/Squeeze/Unsqueeze -> Reshape/Flatten;
 Transpose -> Permute; Reshape (N,g,C/g,...) -> Transpose(0,2,1,...) -> Reshape -> ShuffleChannel;
 Softmax; LRN; Dropout/Identity dropped.
@@ -38,7 +38,7 @@ has no other reader and neither tensor is a graph input or output.
 """
 from __future__ import annotations
 
-import math
+import os
 import re
 from pathlib import Path
 
@@ -210,7 +210,10 @@ class _Importer:
         return self._unique(base, self.layer_names)
 
     def new_blob(self, tensor: str) -> str:
-        return self._unique(tensor, self.blob_names)
+        # protogen's own exports name earlier versions of an in-place blob ``blob@k``: the
+        # Caffe blob is ``blob`` (in-place layers then keep writing it)
+        base = re.sub(r"@\d+$", "", tensor) or tensor
+        return self._unique(base, self.blob_names)
 
     # ------------------------------------------------------------------ static check
     def static_problems(self) -> list[tuple[str, str, str]]:
@@ -538,8 +541,8 @@ class _Importer:
             return tuple(int(d) for d in self.input_shapes[None])
         tt = inp.type.tensor_type
         if not tt.HasField("shape"):
-            raise ProtogenError(f"input '{inp.name}' has no shape; give it with input_shapes=",
-                                file=self.file)
+            raise ProtogenError(f"input '{inp.name}' has no shape; give the input shape "
+                                "(--input-shape N,C,H,W, or input_shapes= in Python)", file=self.file)
         dims = []
         for k, d in enumerate(tt.shape.dim):
             if d.HasField("dim_value") and d.dim_value > 0:
@@ -548,8 +551,8 @@ class _Importer:
                 dims.append(1)      # dynamic batch -> 1
             else:
                 raise ProtogenError(f"input '{inp.name}' has a dynamic dimension {k} "
-                                    f"('{d.dim_param}'); give the shape with input_shapes=",
-                                    file=self.file)
+                                    f"('{d.dim_param}'); give the input shape (--input-shape N,C,H,W, "
+                                    "or input_shapes= in Python)", file=self.file)
         return tuple(dims)
 
     # ------------------------------------------------------------------ helpers for ops
@@ -917,7 +920,7 @@ class _Importer:
 
     def _affine_const(self, i, n, x, c, mul):
         from .layers.act import PowerParams
-        from .layers.norm import BiasParams, ScaleParams
+        from .layers.norm import ScaleParams
         shape = self.shape_of(x)
         if c.ndim > len(shape):
             raise _Refuse(f"constant of shape {c.shape} broadcasts beyond the input {shape}")
@@ -942,8 +945,21 @@ class _Importer:
                 self.add_layer(name, "Scale", [self.bottom(x)], [out],
                                ScaleParams(axis=axis, num_axes=end - axis), [blob])
             else:
-                self.add_layer(name, "Bias", [self.bottom(x)], [out],
-                               BiasParams(axis=axis, num_axes=end - axis), [blob])
+                # an added per-channel constant: merged into the Scale just before it (x*g + b,
+                # one Caffe Scale with bias_term) or a Scale with gamma 1 (OpenCV and several
+                # Caffe forks lack the Bias layer)
+                last = self.layers[-1]
+                if (last.type == "Scale" and len(last.bottoms) == 1 and not last.params.bias_term
+                        and last.tops == [self.blob[x]] and out == self.blob[x]
+                        and (last.params.axis, last.params.num_axes) == (axis, end - axis)):
+                    self.layers.pop()
+                    self.layer_names.discard(name)
+                    name = last.name
+                    gamma = last.blobs[0]
+                else:
+                    gamma = np.ones(blob.shape, np.float32)
+                self.add_layer(name, "Scale", [self.bottom(x)], [out],
+                               ScaleParams(axis=axis, num_axes=end - axis, bias_term=True), [gamma, blob])
         self.set_out(n.output[0], out)
 
     def op_Add(self, i, n, a):
@@ -1127,7 +1143,10 @@ class _Importer:
         self.skip.update({users[0], u2[0]})
         out = self.new_blob(r2.output[0])
         self.blob[r2.output[0]] = out
-        self.add_layer(self.new_layer_name(self.node_name(u2[0])), "ShuffleChannel", [self.bottom(n.input[0])],
+        names = [self.node_name(k) for k in (i, users[0], u2[0])]
+        prefix = os.path.commonprefix(names)
+        prefix = prefix[:prefix.rfind("/")] if "/" in prefix else ""
+        self.add_layer(self.new_layer_name(prefix or names[2]), "ShuffleChannel", [self.bottom(n.input[0])],
                        [out], ShuffleChannelParams(group=int(g)))
         self.set_out(r2.output[0], out)
         return True
