@@ -38,10 +38,12 @@ def load_source(src, weights=None, phase=None, input_shape=None, seed: int = 0):
                 raise
             raise ProtogenError("ONNX input needs protogen.onnx_import, which is not available",
                                 file=src) from None
-        graph = load_onnx(src)
-        if phase is not None or input_shape is not None:
-            from .caffe.loader import inference_view, resolve_phase
-            graph = inference_view(resolve_phase(graph, phase), input_shape, file=src)
+        # an ONNX graph with dynamic height/width needs the concrete input shape here
+        from .caffe.loader import parse_input_shape
+        graph = load_onnx(src, input_shapes=parse_input_shape(input_shape) if input_shape else None)
+        if phase is not None:
+            from .caffe.loader import resolve_phase
+            graph = resolve_phase(graph, phase)
         return graph, True
     from .caffe.loader import load_model
     graph = load_model(src, weights, phase=phase, input_shape=input_shape)
@@ -99,14 +101,12 @@ def convert(src, output, *, weights=None, phase=None, input_shape=None, seed: in
         export_onnx(graph, str(out))
         written = [str(out)]
     elif kind == ".py":
+        from .torch_codegen import write_torch
         try:
-            from .torch_codegen import write_torch_module
-        except ModuleNotFoundError as e:
-            if e.name != "protogen.torch_codegen":
-                raise
-            raise ProtogenError("PyTorch source output (.py) is not available yet; "
-                                "convert to .onnx or .prototxt") from None
-        written = write_torch_module(graph, out)
+            import torch  # noqa: F401
+        except ModuleNotFoundError:
+            raise ProtogenError("PyTorch source output (.py) needs torch (pip install torch)") from None
+        written = write_torch(graph, out)     # OUT.py + OUT.pth, generated fully before writing
     else:
         written = _write_prototxt(src, out, graph, weights, dialect)
     summary = {"input": str(src), "outputs": written, "layers": len(graph.layers),
