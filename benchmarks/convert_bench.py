@@ -7,10 +7,16 @@ parameters) is written with protogen's own DSL, given seeded weights and saved a
 prototxt + caffemodel. Then, each in a fresh subprocess (so peak RSS is per task):
 
 * ``raw``      the baseline: read the caffemodel's bytes into numpy and write them out again;
-* ``convert``  ``protogen.convert_cli.convert(prototxt, out.onnx, weights=caffemodel)``;
+* ``convert``  ``protogen.convert_cli.convert(prototxt, out.onnx, weights=caffemodel)``
+  (weights streamed from the mapped caffemodel into the file);
+* ``convert-external`` the same with ONNX external data (``out.onnx`` + ``out.onnx.data``);
+* ``in-memory`` the pre-streaming writing path, for comparison: ``export_onnx(graph)`` builds the
+  whole ModelProto (numpy_helper.from_array per weight) and ``SerializeToString`` is written;
 * ``caffe2onnx`` the PyPI converter, only if it is already installed (never installed here).
 
-Printed: seconds, peak RSS, and the ratios convert/raw (time) and peak RSS / caffemodel size.
+Each task runs ``--repeat`` times, interleaved; printed are the best time and the largest peak
+RSS (the process's own ``VmHWM``), the ratios to ``raw`` and to the caffemodel size, and
+whether ``convert`` wrote exactly the bytes of the in-memory path.
 Targets: time <= 2x raw; peak RSS <= 1.5x the caffemodel size.
 """
 from __future__ import annotations
@@ -64,6 +70,20 @@ def write_model(workdir: Path) -> tuple[Path, Path, int]:
 
 
 def peak_rss_bytes() -> int:
+    """This process's own peak RSS (anonymous + mapped file pages).
+
+    Linux's ``ru_maxrss`` is NOT usable here: a child started by fork+exec inherits the
+    parent's RSS at fork time as its ``ru_maxrss`` (the benchmark's parent holds the freshly
+    built VGG-16 weights, ~900 MiB, which every task then reported). ``VmHWM`` in
+    /proc/self/status is the high-water mark of the current address space, which exec resets.
+    """
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024   # Linux: KiB
 
 
@@ -86,7 +106,21 @@ def task_caffe2onnx(proto: Path, model: Path, out: Path) -> None:
                    capture_output=True)
 
 
-TASKS = {"raw": task_raw, "convert": task_convert, "caffe2onnx": task_caffe2onnx}
+def task_convert_external(proto: Path, model: Path, out: Path) -> None:
+    from protogen.caffe.loader import load_model
+    from protogen.onnx_io import export_onnx
+    export_onnx(load_model(proto, model), out, external_data=True)
+
+
+def task_in_memory(proto: Path, model: Path, out: Path) -> None:
+    from protogen.caffe.loader import load_model
+    from protogen.onnx_io import export_onnx
+    from protogen.util import write_bytes
+    write_bytes(out, export_onnx(load_model(proto, model)).SerializeToString())
+
+
+TASKS = {"raw": task_raw, "convert": task_convert, "convert-external": task_convert_external,
+         "in-memory": task_in_memory, "caffe2onnx": task_caffe2onnx}
 
 
 def run_task(name: str, proto: Path, model: Path, out: Path) -> dict:
@@ -101,6 +135,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--workdir", default=None)
     ap.add_argument("--keep", action="store_true", help="keep the generated files")
+    ap.add_argument("--repeat", type=int, default=3, help="runs per task (best time, max RSS)")
     ap.add_argument("--task", default=None, help=argparse.SUPPRESS)
     ap.add_argument("paths", nargs="*", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -120,31 +155,48 @@ def main(argv=None) -> int:
     size = model.stat().st_size
     print(f"VGG-16: {n_params:,} parameters, caffemodel {size / 2**20:.1f} MiB "
           f"(written in {time.perf_counter() - t:.1f}s) in {work}")
-    results = {}
-    names = ["raw", "convert"]
+    names = ["raw", "convert", "convert-external", "in-memory"]
+    import filecmp
     import importlib.util
     if importlib.util.find_spec("caffe2onnx") is not None:
         names.append("caffe2onnx")
     else:
         print("caffe2onnx: not installed (skipped; this benchmark never installs it)")
+    runs: dict[str, list] = {n: [] for n in names}
+    same = None
+    for rep in range(args.repeat):
+        for name in names:
+            out = work / f"out_{name}.{'bin' if name == 'raw' else 'onnx'}"
+            r = run_task(name, proto, model, out)
+            runs[name].append(r)
+            if rep == 0 and name == "in-memory" and "error" not in r:
+                ours = work / "out_convert.onnx"
+                same = ours.exists() and filecmp.cmp(ours, out, shallow=False)
+            for p in (out, out.with_name(out.name + ".data")):
+                if p.exists() and not (rep == 0 and p.name == "out_convert.onnx"):
+                    p.unlink()
+        (work / "out_convert.onnx").unlink(missing_ok=True)
+    results = {}
     for name in names:
-        out = work / f"out_{name}.{'bin' if name == 'raw' else 'onnx'}"
-        r = run_task(name, proto, model, out)
-        results[name] = r
-        if "error" in r:
-            print(f"{name:>10}: FAILED: {r['error']}")
+        ok = [r for r in runs[name] if "error" not in r]
+        if not ok:
+            print(f"{name:>16}: FAILED: {runs[name][0]['error']}")
+            results[name] = runs[name][0]
             continue
-        print(f"{name:>10}: {r['seconds']:7.2f} s   peak RSS {r['peak_rss'] / 2**20:8.1f} MiB "
+        r = {"seconds": min(x["seconds"] for x in ok), "peak_rss": max(x["peak_rss"] for x in ok),
+             "out_bytes": ok[0]["out_bytes"]}
+        results[name] = r
+        print(f"{name:>16}: {r['seconds']:7.2f} s   peak RSS {r['peak_rss'] / 2**20:8.1f} MiB "
               f"({r['peak_rss'] / size:.2f}x caffemodel)   output {r['out_bytes'] / 2**20:.1f} MiB")
-        if out.exists():
-            out.unlink()
     raw = results.get("raw", {})
     for name in names[1:]:
         r = results[name]
         if "error" in r or "error" in raw:
             continue
-        print(f"{name} / raw time: {r['seconds'] / raw['seconds']:.2f}x (target <= 2x);  "
+        print(f"{name + ' / raw time:':>28} {r['seconds'] / raw['seconds']:.2f}x (target <= 2x);  "
               f"peak RSS / caffemodel: {r['peak_rss'] / size:.2f}x (target <= 1.5x)")
+    if same is not None:
+        print(f"convert's file is byte-identical to the in-memory path's: {same}")
     if tmp:
         tmp.cleanup()
     return 0

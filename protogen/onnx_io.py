@@ -20,6 +20,7 @@ H/W, and if a layer asked for a fixed size lowers again with static H/W.
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +30,8 @@ from .ir import DEPLOY, Graph, Step
 
 #: models whose initializers exceed this many bytes are written with ONNX external data
 EXTERNAL_DATA_THRESHOLD = 2_000_000_000
+#: with external data, initializers smaller than this stay inside the model file
+EXTERNAL_MIN_BYTES = 1024
 FLT_MAX = float(np.finfo(np.float32).max)
 
 
@@ -206,12 +209,21 @@ def _tensor(name: str, arr: np.ndarray):
     return numpy_helper.from_array(np.ascontiguousarray(arr), name)
 
 
-def export_onnx(graph: Graph, path=None, *, opset: int = 17, intermediate: bool = False):
+def export_onnx(graph: Graph, path=None, *, opset: int = 17, intermediate: bool = False,
+                external_data: bool | None = None):
     """The deploy view of ``graph`` (weights in ``layer.blobs``) as an ``onnx.ModelProto``.
 
-    With ``path`` the model is written atomically (and with external data, in
-    ``<file>.data`` beside it, when its weights exceed 2 GB). ``intermediate=True`` also
-    makes every intermediate value a graph output, under its SSA name.
+    Without ``path``: the complete in-memory model (initializers hold their ``raw_data``).
+
+    With ``path`` the model is written atomically and the weights are *streamed*: they go from
+    the arrays (e.g. zero-copy views of a memory-mapped caffemodel) straight into the file,
+    never into protobuf objects (see :func:`_write_streamed`). The file is then a single
+    ``.onnx`` unless the weights exceed 2 GB (``EXTERNAL_DATA_THRESHOLD``) or
+    ``external_data=True``: then they go to ``<file>.data`` beside it as ONNX external data.
+    The returned ``ModelProto`` is the model's *skeleton*: its initializers carry name, dims
+    and data type (plus the external-data references in that mode) but no data — load the
+    file to get the weights. ``intermediate=True`` also makes every intermediate value a graph
+    output, under its SSA name.
     """
     import onnx
     from onnx import TensorProto, helper
@@ -322,11 +334,18 @@ def export_onnx(graph: Graph, path=None, *, opset: int = 17, intermediate: bool 
                  for o in out_names]
 
     total = sum(a.nbytes for a in ctx.inits.values())
-    external = total > EXTERNAL_DATA_THRESHOLD
+    external = total > EXTERNAL_DATA_THRESHOLD if external_data is None else bool(external_data)
     if external and path is None:
+        if external_data:
+            raise ProtogenError("external_data=True needs an output path")
         raise ProtogenError(f"the weights take {total / 2**30:.1f} GiB (> 2 GB): give an output "
                             "path so they can be written as ONNX external data")
-    inits = [_tensor(n, a) for n, a in ctx.inits.items()] if not external else []
+    if path is None:
+        inits = [_tensor(n, a) for n, a in ctx.inits.items()]
+    elif external:
+        inits = []              # appended by _save with their external-data references
+    else:
+        inits = [_tensor_header(n, a) for n, a in ctx.inits.items()]   # data streamed by _save
     gp = helper.make_graph(nodes, graph.name, g_inputs, g_outputs, initializer=inits)
     m = helper.make_model(gp, opset_imports=[helper.make_opsetid("", opset)],
                           producer_name="protogen", producer_version="0.1.0")
@@ -337,35 +356,209 @@ def export_onnx(graph: Graph, path=None, *, opset: int = 17, intermediate: bool 
         e = m.metadata_props.add()
         e.key, e.value = k, v
     if path is not None:
-        _save(m, Path(path), ctx.inits if external else None)
+        _save(m, Path(path), ctx.inits, external)
     return m
 
 
-def _save(m, path: Path, external: dict | None) -> None:
+# ----------------------------------------------------------------------------- streamed writing
+# ONNX files are protobuf messages; the few fields below are written by hand so that weight
+# payloads go from the arrays' own memory to the file (no TensorProto.raw_data copy, no
+# SerializeToString copy of the whole model). Field numbers from onnx.proto3:
+_MODEL_GRAPH = 7          # ModelProto.graph
+_GRAPH_INITIALIZER = 5    # GraphProto.initializer (repeated TensorProto)
+_TENSOR_NAME = 8          # TensorProto.name
+_TENSOR_RAW_DATA = 9      # TensorProto.raw_data
+_LEN = 2                  # wire type of length-delimited fields
+
+#: dtypes whose ONNX raw_data is exactly the little-endian C-order bytes of the array
+#: (numpy_helper.from_array packs or re-encodes anything else: strings, 4-bit, 2-bit ...)
+_PLAIN_KINDS = "biuf"
+
+
+def _tensor_header(name: str, arr: np.ndarray):
+    """A TensorProto with ``name``, ``dims`` and ``data_type`` as ``numpy_helper.from_array``
+    sets them, but no data (it is streamed)."""
+    from onnx import TensorProto, helper
+    t = TensorProto()
+    # the shape _tensor gives: np.ascontiguousarray makes 0-d values 1-d
+    t.dims.extend(np.shape(arr) or (1,))
+    t.name = name
+    t.data_type = helper.np_dtype_to_tensor_dtype(np.asarray(arr).dtype)
+    return t
+
+
+def _raw_bytes(arr) -> memoryview | None:
+    """The bytes ONNX stores as ``raw_data`` for ``arr`` (C order, little-endian) as a
+    memoryview of the array's own memory when it already has that layout (a contiguous
+    float32 view of a mapped caffemodel: no copy); None for dtypes that need from_array."""
+    a = np.asarray(arr)
+    if a.dtype.kind not in _PLAIN_KINDS:
+        return None
+    if a.dtype.byteorder == ">" or (a.dtype.byteorder == "=" and sys.byteorder == "big"):
+        a = a.astype(a.dtype.newbyteorder("<"))
+    a = np.ascontiguousarray(a)       # free for contiguous views; copies one tensor otherwise
+    return memoryview(a.reshape(-1).view(np.uint8))
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        b = n & 0x7F
+        n >>= 7
+        if not n:
+            out.append(b)
+            return bytes(out)
+        out.append(b | 0x80)
+
+
+def _len_key(field_no: int, length: int) -> bytes:
+    return _varint((field_no << 3) | _LEN) + _varint(length)
+
+
+def _read_varint(buf, pos: int) -> tuple[int, int]:
+    result = shift = 0
+    while True:
+        b = buf[pos]
+        pos += 1
+        result |= (b & 0x7F) << shift
+        if not b & 0x80:
+            return result, pos
+        shift += 7
+
+
+def _fields(buf, pos: int, end: int):
+    """(field number, wire type, value start, value end, field start) of a serialized message
+    (protobuf's own output: well formed)."""
+    while pos < end:
+        start = pos
+        key, pos = _read_varint(buf, pos)
+        no, wire = key >> 3, key & 7
+        if wire == 0:
+            _, npos = _read_varint(buf, pos)
+        elif wire == 1:
+            npos = pos + 8
+        elif wire == 5:
+            npos = pos + 4
+        elif wire == _LEN:
+            n, pos = _read_varint(buf, pos)
+            npos = pos + n
+        else:  # groups are not used by onnx.proto
+            raise ValueError(f"unexpected wire type {wire}")
+        yield no, wire, pos, npos, start
+        pos = npos
+
+
+def _splice_initializers(skeleton: bytes, payloads: list) -> tuple[list, int]:
+    """The chunks (bytes / memoryviews) of the full ModelProto, and its size.
+
+    ``skeleton`` is the serialized model whose graph initializers carry no data;
+    ``payloads`` holds, in initializer order, (name, memoryview of raw bytes | serialized
+    full TensorProto). Each initializer gets its ``raw_data`` field inserted where protobuf
+    would put it (field order: before the first field numbered above 9), and the lengths of
+    the enclosing TensorProto, GraphProto and ModelProto fields are re-emitted, so the result
+    is the bytes ``SerializeToString`` gives for the complete model.
+    """
+    buf = memoryview(skeleton)
+    chunks: list = []
+    k = 0
+    graph_seen = False
+    for no, wire, s, e, fs in _fields(buf, 0, len(buf)):
+        if no != _MODEL_GRAPH or wire != _LEN:
+            chunks.append(buf[fs:e])
+            continue
+        if graph_seen:
+            raise ValueError("two graph fields in a serialized ModelProto")
+        graph_seen = True
+        g_chunks: list = []
+        g_size = 0
+        for gno, gwire, gs, ge, gfs in _fields(buf, s, e):
+            if gno != _GRAPH_INITIALIZER or gwire != _LEN:
+                g_chunks.append(buf[gfs:ge])
+                g_size += ge - gfs
+                continue
+            if k >= len(payloads):
+                raise ValueError("more initializers in the skeleton than payloads")
+            name, data = payloads[k]
+            k += 1
+            cut, t_name = ge, None
+            for tno, twire, ts, te, tfs in _fields(buf, gs, ge):
+                if tno == _TENSOR_NAME and twire == _LEN:
+                    t_name = bytes(buf[ts:te]).decode("utf-8")
+                if tno > _TENSOR_RAW_DATA:
+                    cut = tfs
+                    break
+            if t_name != name:
+                raise ValueError(f"initializer {k - 1} is {t_name!r} in the skeleton, {name!r} in the payloads")
+            if isinstance(data, (bytes, bytearray)):      # a fully serialized tensor
+                body = [data]
+                t_size = len(data)
+            else:
+                raw_key = _len_key(_TENSOR_RAW_DATA, data.nbytes)
+                body = [buf[gs:cut], raw_key, data, buf[cut:ge]]
+                t_size = (cut - gs) + len(raw_key) + data.nbytes + (ge - cut)
+            lead = _len_key(_GRAPH_INITIALIZER, t_size)
+            g_chunks.append(lead)
+            g_chunks.extend(body)
+            g_size += len(lead) + t_size
+        lead = _len_key(_MODEL_GRAPH, g_size)
+        chunks.append(lead)
+        chunks.extend(g_chunks)
+    if k != len(payloads):
+        raise ValueError(f"{len(payloads)} payloads for {k} initializers")
+    return chunks, sum(len(c) for c in chunks)      # every chunk is flat bytes
+
+
+def _write_streamed(m, path: Path, inits: dict) -> int:
+    """Write ``m`` (initializers without data, in ``inits`` order) with the arrays of
+    ``inits`` as their ``raw_data``, atomically. Returns the file size."""
     from .util import atomic_open
-    if external is not None:
-        from onnx import TensorProto, helper
-        data_name = path.name + ".data"
-        offset = 0
-        with atomic_open(path.parent / data_name, "wb") as f:
-            for name, arr in external.items():
-                arr = np.ascontiguousarray(arr)
-                t = TensorProto()
-                t.name = name
-                t.data_type = helper.np_dtype_to_tensor_dtype(arr.dtype)
-                t.dims.extend(arr.shape)
-                t.data_location = TensorProto.EXTERNAL
-                pad = (-offset) % 4096
-                if pad:
-                    f.write(b"\0" * pad)
-                    offset += pad
-                buf = arr.tobytes()
-                f.write(buf)
-                for k, v in (("location", data_name), ("offset", str(offset)), ("length", str(len(buf)))):
-                    e = t.external_data.add()
-                    e.key, e.value = k, v
-                offset += len(buf)
-                m.graph.initializer.append(t)
+    payloads = []
+    for name, arr in inits.items():
+        raw = _raw_bytes(arr)
+        payloads.append((name, raw if raw is not None else _tensor(name, arr).SerializeToString()))
+    skeleton = m.SerializeToString()
+    chunks, size = _splice_initializers(skeleton, payloads)
+    if size >= 2**31:
+        raise ProtogenError(f"the ONNX model would take {size / 2**30:.2f} GiB, over protobuf's "
+                            "2 GiB message limit: write it with external data", file=str(path))
+    with atomic_open(path, "wb") as f:
+        for c in chunks:
+            if len(c):
+                f.write(c)
+    return size
+
+
+def _save(m, path: Path, inits: dict, external: bool) -> None:
+    """Write the model: weights streamed into the single file, or (``external``) streamed into
+    ``<file>.data`` (4 KiB-aligned ONNX external data) and referenced from the model."""
+    from .util import atomic_open
+    if not external:
+        _write_streamed(m, path, inits)
+        return
+    from onnx import TensorProto
+    data_name = path.name + ".data"
+    offset = 0
+    with atomic_open(path.parent / data_name, "wb") as f:
+        for name, arr in inits.items():
+            raw = _raw_bytes(arr)
+            if raw is None or raw.nbytes < EXTERNAL_MIN_BYTES:
+                # small constants (pads, shapes, scalars) stay in the model: shape inference
+                # needs their values, and ONNX's own converter keeps tensors < 1 KiB inline too
+                m.graph.initializer.append(_tensor(name, arr))
+                continue
+            t = _tensor_header(name, arr)
+            t.data_location = TensorProto.EXTERNAL
+            pad = (-offset) % 4096
+            if pad:
+                f.write(b"\0" * pad)
+                offset += pad
+            if raw.nbytes:
+                f.write(raw)
+            for k, v in (("location", data_name), ("offset", str(offset)), ("length", str(raw.nbytes))):
+                e = t.external_data.add()
+                e.key, e.value = k, v
+            offset += raw.nbytes
+            m.graph.initializer.append(t)
     with atomic_open(path, "wb") as f:
         f.write(m.SerializeToString())
 
@@ -377,4 +570,5 @@ def load_check(m) -> None:
     onnx.shape_inference.infer_shapes(m, strict_mode=True)
 
 
-__all__ = ["export_onnx", "OnnxContext", "EXTERNAL_DATA_THRESHOLD", "FLT_MAX", "ShapeError"]
+__all__ = ["export_onnx", "OnnxContext", "EXTERNAL_DATA_THRESHOLD", "EXTERNAL_MIN_BYTES", "FLT_MAX",
+           "ShapeError"]
