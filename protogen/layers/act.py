@@ -38,6 +38,11 @@ class ReLU(_Elementwise):
         x = xs[0]   # Caffe: max(x, 0) + negative_slope * min(x, 0)
         return [torch.clamp(x, min=0) + p.negative_slope * torch.clamp(x, max=0)]
 
+    def torch_source(self, p, src, step):
+        from ..torch_codegen import num
+        x = src.x()
+        src.assign(f"F.relu({x})" if p.negative_slope == 0 else f"F.leaky_relu({x}, {num(p.negative_slope)})")
+
 
 @register
 class ReLU6(_Elementwise):
@@ -50,6 +55,9 @@ class ReLU6(_Elementwise):
 
     def torch_forward(self, p, xs, blobs, n_tops=1):
         return [xs[0].clamp(0.0, 6.0)]
+
+    def torch_source(self, p, src, step):
+        src.assign(f"F.relu6({src.x()})")
 
     def caffe_layers(self, layer, dialect, shapes=None):
         lps = super().caffe_layers(layer, dialect, shapes)
@@ -83,6 +91,10 @@ class Clip(_Elementwise):
 
     def torch_forward(self, p, xs, blobs, n_tops=1):
         return [xs[0].clamp(float(p.min), float(p.max))]
+
+    def torch_source(self, p, src, step):
+        from ..torch_codegen import num
+        src.assign(f"{src.x()}.clamp({num(p.min)}, {num(p.max)})")
 
     def write(self, p, lp):
         lp.clip_param.min = p.min
@@ -124,6 +136,12 @@ class PReLU(_Elementwise):
         a = a.reshape((1, -1) + (1,) * (x.dim() - 2)) if not p.channel_shared else a.reshape(())
         return [torch.clamp(x, min=0) + a * torch.clamp(x, max=0)]
 
+    def torch_source(self, p, src, step):
+        a = layer_blobs(step)[0].reshape(-1)
+        m = src.module(f"nn.PReLU({a.shape[0]})", {"weight": a},
+                       ": one slope shared by all channels" if p.channel_shared else "")
+        src.assign(f"{m}({src.x()})")
+
 
 @register
 class Sigmoid(_Elementwise):
@@ -135,6 +153,9 @@ class Sigmoid(_Elementwise):
     def torch_forward(self, p, xs, blobs, n_tops=1):
         import torch
         return [torch.sigmoid(xs[0])]
+
+    def torch_source(self, p, src, step):
+        src.assign(f"torch.sigmoid({src.x()})")
     benign_fields = frozenset({"sigmoid_param"})
 
 
@@ -148,6 +169,9 @@ class TanH(_Elementwise):
     def torch_forward(self, p, xs, blobs, n_tops=1):
         import torch
         return [torch.tanh(xs[0])]
+
+    def torch_source(self, p, src, step):
+        src.assign(f"torch.tanh({src.x()})")
     benign_fields = frozenset({"tanh_param"})
 
 
@@ -161,6 +185,9 @@ class AbsVal(_Elementwise):
     def torch_forward(self, p, xs, blobs, n_tops=1):
         import torch
         return [torch.abs(xs[0])]
+
+    def torch_source(self, p, src, step):
+        src.assign(f"torch.abs({src.x()})")
 
 
 @dataclass(frozen=True)
@@ -193,6 +220,21 @@ class Power(_Elementwise):
         import torch
         return [torch.pow(p.shift + p.scale * xs[0], p.power)]
 
+    def torch_source(self, p, src, step):
+        """(shift + scale * x) ** power, leaving out the parts that are identities."""
+        from ..torch_codegen import num
+        e = src.x()
+        if p.scale != 1:
+            e = f"{num(p.scale)} * {e}"
+        if p.shift != 0:
+            e = f"{num(p.shift)} + {e}"
+        if p.power != 1:
+            e = f"torch.pow({e}, {num(p.power)})"
+        if e == src.x():
+            src.alias("power 1, scale 1, shift 0: identity")
+        else:
+            src.assign(e)
+
 
 @dataclass(frozen=True)
 class DropoutParams:
@@ -217,3 +259,6 @@ class Dropout(_Elementwise):
 
     def torch_forward(self, p, xs, blobs, n_tops=1):
         return [xs[0]]
+
+    def torch_source(self, p, src, step):
+        src.alias("identity at inference")

@@ -209,6 +209,14 @@ class LayerType:
         from ..errors import UnsupportedError
         raise UnsupportedError([("?", self.type, "no PyTorch reference (training-only layer?)")])
 
+    def torch_source(self, p, src, step) -> None:
+        """Readable PyTorch source for one resolved step (``protogen.torch_codegen``): declare
+        weights with ``src.module``/``src.parameter``, write one forward line with
+        ``src.assign`` reading ``src.x(i)`` and writing ``src.ys()``. Same semantics as
+        :meth:`torch_forward`, written as literal code that needs only torch."""
+        from ..errors import UnsupportedError
+        raise UnsupportedError([("?", self.type, "no PyTorch source form (training-only layer?)")])
+
     def batchnorm_affine(self, step):
         """For a layer that directly follows a BatchNorm: ``(gamma, beta)`` numpy arrays when
         it is a per-channel affine map that can fold into ONNX BatchNormalization, else None."""

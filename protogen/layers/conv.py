@@ -119,6 +119,25 @@ class _ConvBase(LayerType):
                dilations=[p.dilation_h, p.dilation_w] if (p.dilation_h, p.dilation_w) != (1, 1) else None,
                group=p.group if p.group != 1 else None)
 
+    #: the PyTorch module of the readable source (same weight layout as Caffe)
+    torch_module = "nn.Conv2d"
+
+    def torch_source(self, p: ConvParams, src, step):
+        from ..torch_codegen import pair
+        w = layer_blobs(step)
+        args = [str(step.in_shapes[0][1]), str(p.num_output), pair(p.kernel_h, p.kernel_w)]
+        for name, a, b, dflt in (("stride", p.stride_h, p.stride_w, 1), ("padding", p.pad_h, p.pad_w, 0),
+                                 ("dilation", p.dilation_h, p.dilation_w, 1)):
+            if (a, b) != (dflt, dflt):
+                args.append(f"{name}={pair(a, b)}")
+        if p.group != 1:
+            args.append(f"groups={p.group}")
+        if not p.bias_term:
+            args.append("bias=False")
+        weights = {"weight": w[0], "bias": w[1]} if p.bias_term else {"weight": w[0]}
+        m = src.module(f"{self.torch_module}({', '.join(args)})", weights)
+        src.assign(f"{m}({src.x()})")
+
     def macs(self, p: ConvParams, ins, outs) -> int:
         # each output element: (Cin/group) * kh * kw multiply-adds (bias not counted)
         cin = ins[0][1]
@@ -201,6 +220,7 @@ class Deconvolution(_ConvBase):
         return ws
 
     onnx_op = "ConvTranspose"
+    torch_module = "nn.ConvTranspose2d"
 
     def torch_forward(self, p, xs, blobs, n_tops=1):
         import torch.nn.functional as F
@@ -292,6 +312,19 @@ class InnerProduct(LayerType):
         x = x.reshape(tuple(x.shape[:axis]) + (-1,))
         y = x @ (blobs[0] if p.transpose else blobs[0].t())
         return [y + blobs[1] if p.bias_term else y]
+
+    def torch_source(self, p, src, step):
+        w = layer_blobs(step)
+        shape = step.in_shapes[0]
+        axis, k = self._split(p, shape)
+        bias = "" if p.bias_term else ", bias=False"
+        weights = {"weight": w[0].T if p.transpose else w[0]}   # nn.Linear: (out, in)
+        if p.bias_term:
+            weights["bias"] = w[1]
+        m = src.module(f"nn.Linear({k}, {p.num_output}{bias})", weights,
+                       " (weight stored transposed)" if p.transpose else "")
+        x = src.x() if len(shape) == axis + 1 else f"{src.x()}.flatten({axis})"
+        src.assign(f"{m}({x})")
 
     def macs(self, p, ins, outs) -> int:
         axis, k = self._split(p, ins[0])

@@ -81,6 +81,31 @@ class BatchNorm(LayerType):
         var = (blobs[1] * f).reshape(view)
         return [(x - mean) / torch.sqrt(var + p.eps)]
 
+    def torch_source(self, p, src, step):
+        """nn.BatchNorm{1,2,3}d holding Caffe's statistics with the scale factor applied; a
+        Scale that alone reads this output (decided by dataflow) becomes its affine part."""
+        from ..torch_codegen import num
+        mean, var = self.statistics(layer_blobs(step))
+        c = mean.shape[0]
+        rank = len(step.in_shapes[0])
+        dim = {2: 1, 3: 1, 4: 2, 5: 3}.get(rank)
+        if dim is None:
+            raise ShapeError(f"BatchNorm on a {rank}-D blob has no nn.BatchNorm form")
+        state = {"running_mean": mean, "running_var": var, "num_batches_tracked": np.array(0, np.int64)}
+        affine, y, note = "affine=False", src.y(), ""
+        out = step.outputs[0]
+        users = src.consumers(out)
+        if len(users) == 1 and not src.is_output(out) and users[0].inputs.count(out) == 1:
+            ga = users[0].layer.kind.batchnorm_affine(users[0])
+            if ga is not None:
+                state = {"weight": ga[0], "bias": ga[1], **state}
+                affine = "affine=True"
+                src.mark_done(users[0])
+                note = f" + {users[0].layer.name} (Scale)"
+                y = src.var(users[0].layer.tops[0])
+        m = src.module(f"nn.BatchNorm{dim}d({c}, eps={num(p.eps)}, {affine})", state, note)
+        src.line(f"{y} = {m}({src.x()})")
+
     @staticmethod
     def statistics(blobs) -> tuple[np.ndarray, np.ndarray]:
         """(mean, variance) from Caffe's three blobs, applying the scale factor."""
@@ -183,6 +208,24 @@ class Scale(LayerType):
         y = x * _affine_view(p, x, blobs[0])
         return [y + _affine_view(p, x, blobs[1]) if p.bias_term else y]
 
+    def torch_source(self, p, src, step):
+        """Weights stored in their broadcast shape (e.g. C x 1 x 1); a 2nd bottom is indexed
+        with trailing None axes."""
+        ws = layer_blobs(step)
+        rank = len(step.in_shapes[0])
+        a = p.axis if p.axis >= 0 else p.axis + rank
+        x = src.x()
+        if len(step.inputs) == 2:
+            tail = rank - a - len(step.in_shapes[1])
+            factor = f"{src.x(1)}[..., {', '.join(['None'] * tail)}]" if tail else src.x(1)
+        else:
+            factor = src.parameter("weight", ws[0].reshape(ws[0].shape + (1,) * (rank - a - ws[0].ndim)))
+        expr = f"{x} * {factor}"
+        if p.bias_term:
+            b = ws[-1]
+            expr += " + " + src.parameter("bias", b.reshape(b.shape + (1,) * (rank - a - b.ndim)))
+        src.assign(expr)
+
     def weight_shapes(self, p, ins):
         if len(ins) == 2:
             return [tuple(ins[1])] if p.bias_term else []
@@ -219,6 +262,17 @@ class Bias(LayerType):
     def torch_forward(self, p, xs, blobs, n_tops=1):
         x = xs[0]
         return [x + _affine_view(p, x, xs[1] if len(xs) == 2 else blobs[0])]
+
+    def torch_source(self, p, src, step):
+        rank = len(step.in_shapes[0])
+        a = p.axis if p.axis >= 0 else p.axis + rank
+        if len(step.inputs) == 2:
+            tail = rank - a - len(step.in_shapes[1])
+            b = f"{src.x(1)}[..., {', '.join(['None'] * tail)}]" if tail else src.x(1)
+        else:
+            w = layer_blobs(step)[0]
+            b = src.parameter("bias", w.reshape(w.shape + (1,) * (rank - a - w.ndim)))
+        src.assign(f"{src.x()} + {b}")
 
     def weight_shapes(self, p, ins):
         if len(ins) == 2:
@@ -284,6 +338,20 @@ class LRN(LayerType):
             sums = padded.unfold(2, n, 1).unfold(3, n, 1).sum((-1, -2))  # N, C, H, W
             scale = 1.0 + (p.alpha / (n * n)) * sums
         return [x * scale.pow(-p.beta)]
+
+    def torch_source(self, p, src, step):
+        """ACROSS_CHANNELS is nn.LocalResponseNorm (same formula); WITHIN_CHANNEL: x times
+        (1 + alpha * mean of x^2 over the zero-padded n x n window) ^ -beta."""
+        from ..torch_codegen import num
+        n, r = p.local_size, (p.local_size - 1) // 2
+        x = src.x()
+        if p.norm_region == "ACROSS_CHANNELS":
+            m = src.module(f"nn.LocalResponseNorm({n}, alpha={num(p.alpha)}, beta={num(p.beta)}, "
+                           f"k={num(p.k)})", {})
+            src.assign(f"{m}({x})")
+        else:
+            src.assign(f"{x} * (1.0 + {num(p.alpha)} * F.avg_pool2d({x} * {x}, {n}, 1, {r}))"
+                       f".pow({num(-p.beta)})")
 
     def shapes(self, p, ins):
         if len(ins[0]) != 4:

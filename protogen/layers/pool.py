@@ -214,6 +214,47 @@ class Pooling(LayerType):
         pool_size = ((hend - hstart)[:, None] * (wend - wstart)[None, :]).to(x.dtype)
         return [sums / pool_size]
 
+    def torch_source(self, p: PoolParams, src, step):
+        """Plain F.max_pool2d / F.avg_pool2d where every window ends inside [0, H + pad);
+        else explicit end padding (-FLT_MAX or 0) + pooling without padding, and for AVE
+        window sums divided by Caffe's pool sizes (a literal divisor map)."""
+        from ..torch_codegen import pair
+        if p.pool not in ("MAX", "AVE"):
+            raise ProtogenError(f"{p.pool} pooling has no deterministic inference form")
+        x = src.x()
+        if p.global_pooling:
+            src.assign(f"{x}.amax((2, 3), keepdim=True)" if p.pool == "MAX" else f"{x}.mean((2, 3), keepdim=True)")
+            return
+        _, _, h, w = step.in_shapes[0]
+        (kh, kw), (sh, sw), (ph, pw), (ho, wo) = self.geometry(p, step.in_shapes[0])
+        eh, ew = window_overhang(h, kh, ph, sh, ho), window_overhang(w, kw, pw, sw, wo)
+        k, s = pair(kh, kw), pair(sh, sw)
+        fn = "F.max_pool2d" if p.pool == "MAX" else "F.avg_pool2d"
+        if eh == 0 and ew == 0 and 2 * ph <= kh and 2 * pw <= kw:
+            # symmetric padding is exact (AVE: the divisor is always kh*kw, padding included)
+            pad = f", {pair(ph, pw)}" if (ph or pw) else ""
+            src.assign(f"{fn}({x}, {k}, {s}{pad})")
+            return
+        # pad explicitly: Caffe's last (ceil) window, or a pad PyTorch refuses (> kernel/2)
+        if p.pool == "MAX":
+            src.uses.add("FLT_MAX")
+            src.assign(f"F.max_pool2d(F.pad({x}, ({pw}, {pw + ew}, {ph}, {ph + eh}), value=-FLT_MAX), {k}, {s})")
+            return
+        # Caffe: pool_size = (min(hs+k, H+p) - hs) * (min(ws+k, W+p) - ws), hs = i*s - p
+        rows = [min(i * sh - ph + kh, h + ph) - (i * sh - ph) for i in range(ho)]
+        cols = [min(j * sw - pw + kw, w + pw) - (j * sw - pw) for j in range(wo)]
+        xp = f"F.pad({x}, ({pw}, {pw + ew}, {ph}, {ph + eh}))"
+        if all(r == kh for r in rows) and all(c == kw for c in cols):
+            src.assign(f"F.avg_pool2d({xp}, {k}, {s})")
+            return
+
+        def lit(v):
+            return "torch.tensor([" + ", ".join(f"{float(a)}" for a in v) + "])"
+
+        div = src.constant("divisor", f"{lit(rows)}.outer({lit(cols)})",
+                           "Caffe's pool sizes (clipped at H + pad)")
+        src.assign(f"F.avg_pool2d({xp}, {k}, {s}, divisor_override=1) / {div}")
+
     def shapes(self, p: PoolParams, ins):
         require_rank(ins, 4, "Pooling")
         n, c, h, w = ins[0]

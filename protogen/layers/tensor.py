@@ -53,6 +53,12 @@ class Concat(LayerType):
         import torch
         return [torch.cat(xs, dim=p.axis)]
 
+    def torch_source(self, p, src, step):
+        if len(step.inputs) == 1:
+            src.alias("one bottom")
+            return
+        src.assign(f"torch.cat(({', '.join(src.xs())}), dim={p.axis})")
+
 
 @dataclass(frozen=True)
 class SliceParams:
@@ -110,6 +116,14 @@ class Slice(LayerType):
             edges = [i * step for i in range(n_tops + 1)]
         return [x.narrow(a, edges[i], edges[i + 1] - edges[i]) for i in range(n_tops)]
 
+    def torch_source(self, p, src, step):
+        if len(step.outputs) == 1:
+            src.alias("one top")
+            return
+        a = _axis(p.axis, len(step.in_shapes[0]))
+        sizes = ", ".join(str(s[a]) for s in step.out_shapes)
+        src.assign(f"torch.split({src.x()}, [{sizes}], dim={a})")
+
     def output_shapes(self, p, ins, n_tops):
         a = _axis(p.axis, len(ins[0]))
         outs = []
@@ -136,6 +150,9 @@ class Split(LayerType):
 
     def torch_forward(self, p, xs, blobs, n_tops=1):
         return [xs[0]] * n_tops
+
+    def torch_source(self, p, src, step):
+        src.alias()
 
 
 @dataclass(frozen=True)
@@ -201,6 +218,23 @@ class Eltwise(LayerType):
         for c, x in zip(coeff, xs):     # Caffe: top = 0; top += coeff_i * bottom_i
             y = y + c * x
         return [y]
+
+    def torch_source(self, p, src, step):
+        from ..torch_codegen import num
+        xs = src.xs()
+        if p.operation == "PROD":
+            src.assign(" * ".join(xs))
+        elif p.operation == "MAX":
+            e = xs[0]
+            for x in xs[1:]:
+                e = f"torch.maximum({e}, {x})"
+            src.assign(e)
+        else:
+            e = ""
+            for c, x in zip(list(p.coeff) or [1.0] * len(xs), xs):
+                term = x if abs(c) == 1 else f"{num(abs(c))} * {x}"
+                e += ("-" if c < 0 else "") + term if not e else (" - " if c < 0 else " + ") + term
+            src.assign(e)
 
 
 @dataclass(frozen=True)
@@ -297,6 +331,24 @@ class Reshape(LayerType):
     def torch_forward(self, p, xs, blobs, n_tops=1):
         return [xs[0].reshape(reshape_dims(p, tuple(xs[0].shape)))]
 
+    def torch_source(self, p, src, step):
+        """x.reshape(...) with Caffe's copied axes (the ones before ``axis``, 0 dims, the ones
+        after the replaced range) read from x, -1 kept and the other dims literal."""
+        x = src.x()
+        rank = len(step.in_shapes[0])
+        start = p.axis + rank + 1 if p.axis < 0 else p.axis
+        end = rank if p.num_axes == -1 else start + p.num_axes
+        dims = []
+        if start == 1:
+            dims.append(f"{x}.shape[0]")
+        elif start > 1:
+            dims.append(f"*{x}.shape[:{start}]")
+        for i, d in enumerate(p.shape):
+            dims.append(f"{x}.shape[{start + i}]" if d == 0 else str(d))
+        if end < rank:
+            dims.append(f"*{x}.shape[{end}:]")
+        src.assign(f"{x}.reshape({', '.join(dims)})")
+
 
 @dataclass(frozen=True)
 class FlattenParams:
@@ -339,6 +391,11 @@ class Flatten(LayerType):
         a, e = _axis(p.axis, x.dim()), _axis(p.end_axis, x.dim())
         return [x.flatten(a, e)]
 
+    def torch_source(self, p, src, step):
+        rank = len(step.in_shapes[0])
+        a, e = _axis(p.axis, rank), _axis(p.end_axis, rank)
+        src.assign(f"{src.x()}.flatten({a})" if e == rank - 1 else f"{src.x()}.flatten({a}, {e})")
+
 
 @dataclass(frozen=True)
 class PermuteParams:
@@ -375,6 +432,13 @@ class Permute(LayerType):
 
     def torch_forward(self, p, xs, blobs, n_tops=1):
         return [xs[0].permute(*full_order(p.order, xs[0].dim()))]
+
+    def torch_source(self, p, src, step):
+        o = full_order(p.order, len(step.in_shapes[0]))
+        if o == tuple(range(len(o))):
+            src.alias("identity order")
+            return
+        src.assign(f"{src.x()}.permute({', '.join(str(i) for i in o)})")
 
 
 @dataclass(frozen=True)
@@ -431,6 +495,15 @@ class ShuffleChannel(LayerType):
         n = c // g
         src = torch.tensor([(o % g) * n + o // g for o in range(c)], dtype=torch.long, device=x.device)
         return [x.index_select(1, src)]
+
+    def torch_source(self, p, src, step):
+        """(N, g, C/g, ...) -> swap the group axes -> (N, C, ...)."""
+        g = p.group
+        if g == 1:
+            src.alias("one group")
+            return
+        n = step.in_shapes[0][1] // g
+        src.assign(f"{src.x()}.unflatten(1, ({g}, {n})).transpose(1, 2).flatten(1, 2)")
 
     def caffe_layers(self, layer, dialect, shapes=None):
         from ..caffe import pb
@@ -497,3 +570,6 @@ class Softmax(LayerType):
     def torch_forward(self, p, xs, blobs, n_tops=1):
         import torch
         return [torch.softmax(xs[0], dim=p.axis)]
+
+    def torch_source(self, p, src, step):
+        src.assign(f"F.softmax({src.x()}, dim={p.axis})")

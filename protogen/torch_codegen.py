@@ -1,0 +1,311 @@
+"""IR -> readable PyTorch source: an ``nn.Module`` file plus its ``state_dict``.
+
+:func:`graph_to_torch_source` walks the deploy view of a graph and asks each layer type for
+its ``torch_source`` (the counterpart of ``torch_forward``, in the same class): the layer
+declares its weights (an ``nn.Conv2d``, ``nn.BatchNorm2d``, an ``nn.Parameter``...) through a
+:class:`SourceContext` and writes one forward line. The module is rendered from
+``templates/torch_module.py.j2``; it imports only torch. :func:`write_torch` writes
+``OUT.py`` and ``OUT.pth`` (the ``state_dict``, loadable with ``torch.load(path,
+weights_only=True)``), both atomically, after everything has been generated.
+
+Python names: every blob is one local variable (its Caffe name made a valid identifier); an
+in-place Caffe layer reassigns the variable, which reproduces Caffe's in-order semantics.
+Layers with weights become attributes named after the layer. Shape-dependent constants
+(Caffe's ceil-mode pooling windows, slice sizes) are baked for the net's declared input
+size; the batch size may vary.
+"""
+from __future__ import annotations
+
+import builtins
+import io
+import keyword
+import re
+from pathlib import Path
+
+import numpy as np
+
+from .errors import ProtogenError, UnsupportedError
+from .ir import DEPLOY, Graph, Step
+
+#: names the generated file uses itself, and Python's builtins (a blob named 'sum' or
+#: 'input' would shadow one): variables and attributes never take them
+RESERVED = frozenset({"self", "torch", "nn", "F", "FLT_MAX", "input_names", "output_names"}
+                     | set(dir(builtins)))
+
+
+def identifier(name: str) -> str:
+    """``name`` made a valid Python identifier (``inception_3a/1x1`` -> ``inception_3a_1x1``)."""
+    s = re.sub(r"\W", "_", name, flags=re.ASCII)
+    if not s or s[0].isdigit():
+        s = "_" + s
+    if keyword.iskeyword(s) or s in RESERVED:
+        s += "_"
+    return s
+
+
+def class_identifier(name: str) -> str:
+    """A CamelCase class name from a net name (``resnet50_v1.5`` -> ``Resnet50V15``)."""
+    parts = [p for p in re.split(r"[^0-9A-Za-z]+", name) if p]
+    s = "".join(p[0].upper() + p[1:] for p in parts) or "Net"
+    if s[0].isdigit():
+        s = "Net" + s
+    return s if not keyword.iskeyword(s) else s + "_"
+
+
+def num(v) -> str:
+    """A float literal for a float32 parameter: the shortest text that reads back as the same
+    float32 value (``1e-05``, not ``9.999999747378752e-06``)."""
+    f = np.float32(v)
+    if not np.isfinite(f):
+        return f"float('{f}')"
+    s = str(f)
+    return s if any(c in s for c in ".en") else s + ".0"
+
+
+def pair(a: int, b: int) -> str:
+    """``3`` for equal values, else ``(3, 5)`` (PyTorch's int-or-tuple arguments)."""
+    return str(a) if a == b else f"({a}, {b})"
+
+
+class SourceContext:
+    """What a layer's ``torch_source`` sees: Python names of its bottoms and tops, weight
+    declarations (``__init__`` lines + state_dict entries) and forward lines."""
+
+    def __init__(self, steps: list[Step], outputs: list[str]):
+        import torch.nn
+        self._module_attrs = set(dir(torch.nn.Module))
+        self.steps = steps
+        self.graph_outputs = list(outputs)
+        self.init_lines: list[str] = []
+        self.forward_lines: list[str] = []
+        self.state: dict[str, np.ndarray] = {}
+        self.uses: set[str] = set()          # module-level helpers used (e.g. FLT_MAX)
+        self._vars: dict[str, str] = {}      # blob name -> variable
+        self._var_names: set[str] = set()
+        self._attrs: set[str] = set()
+        self._layer_attr: dict[int, str] = {}
+        self._done: set[int] = set()
+        self._consumers: dict[str, list[Step]] = {}
+        for st in steps:
+            for v in st.inputs:
+                self._consumers.setdefault(v, []).append(st)
+        self.current: Step | None = None
+
+    # ------------------------------------------------------------------ names
+    def var(self, blob: str) -> str:
+        """The local variable holding blob ``blob``."""
+        v = self._vars.get(blob)
+        if v is None:
+            base = identifier(blob)
+            v, k = base, 1
+            while v in self._var_names:
+                k += 1
+                v = f"{base}_{k}"
+            self._vars[blob] = v
+            self._var_names.add(v)
+        return v
+
+    def x(self, i: int = 0) -> str:
+        return self.var(self.current.layer.bottoms[i])
+
+    def xs(self) -> list[str]:
+        return [self.var(b) for b in self.current.layer.bottoms]
+
+    def y(self, i: int = 0) -> str:
+        return self.var(self.current.layer.tops[i])
+
+    def ys(self) -> list[str]:
+        return [self.var(t) for t in self.current.layer.tops]
+
+    def attr(self, suffix: str = "") -> str:
+        """The attribute name of the current layer (``suffix`` appended), unique and not
+        shadowing an ``nn.Module`` member."""
+        l = self.current.layer
+        base = identifier(l.name + (f"_{suffix}" if suffix else ""))
+        if base in self._module_attrs:          # e.g. a layer named 'train' or 'forward'
+            base += "_"
+        name, k = base, 1
+        while name in self._attrs:
+            k += 1
+            name = f"{base}_{k}"
+        self._attrs.add(name)
+        return name
+
+    def _comment(self, extra: str = "") -> str:
+        l = self.current.layer
+        return f"  # {l.name} ({l.type}){extra}"
+
+    # ------------------------------------------------------------------ weights
+    def module(self, ctor: str, weights: dict, comment: str = "") -> str:
+        """Declare ``self.<layer> = <ctor>`` (an ``nn`` module) whose state_dict entries
+        ``<attr>.<key>`` are ``weights[key]``; returns ``self.<attr>``."""
+        a = self.attr()
+        self.init_lines.append(f"self.{a} = {ctor}{self._comment(comment)}")
+        for k, w in weights.items():
+            self.state[f"{a}.{k}"] = np.asarray(w)
+        return f"self.{a}"
+
+    def parameter(self, suffix: str, value, buffer: bool = False) -> str:
+        """Declare an ``nn.Parameter`` (or a buffer) of the current layer holding ``value``
+        (shape kept); returns ``self.<attr>``."""
+        a = self.attr(suffix)
+        arr = np.asarray(value, np.float32)
+        shape = ", ".join(str(d) for d in arr.shape) + ("," if arr.ndim == 1 else "")
+        if buffer:
+            self.init_lines.append(f"self.register_buffer({a!r}, torch.zeros({shape})){self._comment()}")
+        else:
+            self.init_lines.append(f"self.{a} = nn.Parameter(torch.zeros({shape})){self._comment()}")
+        self.state[a] = arr
+        return f"self.{a}"
+
+    def constant(self, suffix: str, code: str, why: str = "") -> str:
+        """A constant tensor written as literal code in ``__init__`` (a non-persistent buffer:
+        it follows ``.to(device)`` but is not part of the state_dict)."""
+        a = self.attr(suffix)
+        self.init_lines.append(f"self.register_buffer({a!r}, {code}, persistent=False)"
+                               f"{self._comment(f': {why}' if why else '')}")
+        return f"self.{a}"
+
+    # ------------------------------------------------------------------ forward
+    def line(self, code: str, comment: bool = False) -> None:
+        self.forward_lines.append(code + (self._comment() if comment else ""))
+
+    def assign(self, expr: str, comment: bool | None = None) -> None:
+        """``<top> = <expr>`` (several tops: ``a, b = <expr>``). The layer's name is added as
+        a comment when the line names no attribute of that layer."""
+        if comment is None:
+            l = self.current.layer
+            comment = "self." not in expr and not (len(l.tops) == 1 and identifier(l.name) == self.y())
+        self.line(f"{', '.join(self.ys())} = {expr}", comment)
+
+    def alias(self, comment: str = "") -> None:
+        """Every top is the first bottom (identity at inference: Dropout, Split, no-op views)."""
+        x = self.x()
+        tops = [t for t in self.ys() if t != x]
+        l = self.current.layer
+        note = f"  # {l.name} ({l.type}){': ' + comment if comment else ''}"
+        if tops:
+            self.forward_lines.append(" = ".join(tops) + f" = {x}" + note)
+        else:
+            self.forward_lines.append(note.strip())
+
+    # ------------------------------------------------------------------ dataflow
+    def consumers(self, ssa: str) -> list[Step]:
+        return list(self._consumers.get(ssa, []))
+
+    def is_output(self, ssa: str) -> bool:
+        return ssa in self.graph_outputs
+
+    def mark_done(self, step: Step) -> None:
+        """``step`` was written together with the current layer (BatchNorm + Scale)."""
+        self._done.add(id(step))
+
+    def done(self, step: Step) -> bool:
+        return id(step) in self._done
+
+
+def _lower(graph: Graph, input_shapes=None):
+    g = graph.select(net=DEPLOY)
+    steps = g.steps(input_shapes)
+    outputs = g.outputs()
+    inputs = [(top, s) for st in steps if st.layer.kind.is_input
+              for top, s in zip(st.layer.tops, st.out_shapes)]
+    if not inputs:
+        raise ProtogenError("the deploy net has no Input layer")
+    ctx = SourceContext(steps, outputs)
+    args = [ctx.var(t) for t, _ in inputs]
+    problems = []
+    for st in steps:
+        l = st.layer
+        if l.kind.is_input or ctx.done(st):
+            continue
+        ctx.current = st
+        try:
+            l.kind.torch_source(l.params, ctx, st)
+        except UnsupportedError as e:
+            problems.extend([(l.name, l.type, "no PyTorch source form")] if not e.items else
+                            [(l.name, t, m) for _, t, m in e.items])
+        except ProtogenError as e:
+            raise e.with_context(layer=l.name)
+    if problems:
+        raise UnsupportedError(problems)
+    ctx.current = None
+    return g, steps, inputs, outputs, ctx, args
+
+
+def graph_to_torch_source(graph: Graph, class_name: str | None = None, *, weights_file: str | None = None,
+                          input_shapes: dict | None = None, _ctx_out: list | None = None) -> str:
+    """The source of a ``torch.nn.Module`` computing the deploy view of ``graph`` exactly as
+    Caffe does (weights are declared, not embedded: see :func:`torch_state_dict`)."""
+    from .templating import render
+    g, steps, inputs, outputs, ctx, args = _lower(graph, input_shapes)
+    if _ctx_out is not None:
+        _ctx_out.append(ctx)
+    cls = class_name or class_identifier(g.name or "net")
+    if not cls.isidentifier() or keyword.iskeyword(cls):
+        raise ProtogenError(f"'{cls}' is not a valid Python class name")
+    shapes = {t: tuple(s) for st in steps for t, s in zip(st.layer.tops, st.out_shapes)}
+    return render("torch_module.py.j2", class_name=cls, net_name=g.name,
+                  weights_file=weights_file or f"{cls}.pth",
+                  inputs=[{"blob": t, "var": v, "shape": "x".join(str(d) for d in s)}
+                          for (t, s), v in zip(inputs, args)],
+                  outputs=[{"blob": o, "var": ctx.var(o), "shape": "x".join(str(d) for d in shapes[o])}
+                           for o in outputs],
+                  init_lines=ctx.init_lines, forward_lines=ctx.forward_lines,
+                  uses_flt_max="FLT_MAX" in ctx.uses)
+
+
+def torch_state_dict(ctx: SourceContext) -> dict:
+    """The ``state_dict`` (name -> float32 tensor) of the module generated through ``ctx``."""
+    import torch
+    sd = {}
+    for k, v in ctx.state.items():
+        a = np.asarray(v)
+        if a.dtype.kind == "f":
+            a = a.astype(np.float32, copy=False)
+        sd[k] = torch.from_numpy(np.ascontiguousarray(a).copy())
+    return sd
+
+
+def torch_module_files(graph: Graph, out_py, class_name: str | None = None,
+                       input_shapes: dict | None = None) -> tuple[str, bytes]:
+    """(source text, serialized state_dict bytes) for ``OUT.py`` / ``OUT.pth``, in memory."""
+    import torch
+    out_py = Path(out_py)
+    ctxs: list = []
+    src = graph_to_torch_source(graph, class_name, weights_file=out_py.with_suffix(".pth").name,
+                                input_shapes=input_shapes, _ctx_out=ctxs)
+    compile(src, str(out_py), "exec")       # a generator bug must not reach the user's disk
+    buf = io.BytesIO()
+    torch.save(torch_state_dict(ctxs[0]), buf)
+    return src, buf.getvalue()
+
+
+def write_torch(graph: Graph, out_py, class_name: str | None = None,
+                input_shapes: dict | None = None) -> list[str]:
+    """Write ``OUT.py`` (the module source) and ``OUT.pth`` (its state_dict). Everything is
+    generated first; each file appears atomically, and if the second cannot be written the
+    first is removed again. Returns the paths written."""
+    import contextlib
+    import os
+
+    from .util import write_bytes, write_text
+    out_py = Path(out_py)
+    if out_py.suffix != ".py":
+        raise ProtogenError(f"PyTorch source output must end in .py, got '{out_py.name}'")
+    out_pth = out_py.with_suffix(".pth")
+    src, weights = torch_module_files(graph, out_py, class_name, input_shapes)
+    existed = out_pth.exists()
+    write_bytes(out_pth, weights)
+    try:
+        write_text(out_py, src)
+    except BaseException:
+        if not existed:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(out_pth)
+        raise
+    return [str(out_py), str(out_pth)]
+
+
+#: the name protogen.convert_cli uses
+write_torch_module = write_torch
