@@ -332,6 +332,17 @@ def _run_opencv_caffe(g: Graph, dialect: Dialect, feeds, wanted: list[str], tmp:
     model = tmp / f"{g.name.replace('/', '_')}.caffemodel"
     proto.write_text(opencv_prototxt(np_))
     write_caffemodel(model, _weights_only(np_), {l.name: l.blobs for l in g.layers if l.blobs})
+    try:
+        return _opencv_caffe_forward(cv2, np_, proto, model, feeds, wanted)
+    except cv2.error as e:
+        import re
+        m = re.search(r'Can\'t create layer "[^"]*" of type "([^"]+)"', str(e))
+        if m:   # a layer type OpenCV lacks (e.g. BVLC's Clip): OpenCV's limit, not ours
+            raise _Skip(f"OpenCV {cv2.__version__} has no Caffe layer type '{m.group(1)}'") from None
+        raise
+
+
+def _opencv_caffe_forward(cv2, np_, proto, model, feeds, wanted):
     net = cv2.dnn.readNetFromCaffe(str(proto), str(model))
     net.setPreferableBackend(cv2.dnn.DNN_BACKEND_OPENCV)
     net.setPreferableTarget(cv2.dnn.DNN_TARGET_CPU)

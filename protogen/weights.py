@@ -45,6 +45,7 @@ def seeded_input(shape, seed: int = 0) -> np.ndarray:
 RESIDUAL_BRANCH_STD = 0.2
 #: floor of a channel variance, relative to the mean over channels
 VAR_FLOOR = 0.25
+#: fraction of a BatchNorm input's actual mean that calibration subtracts
 MEAN_FRACTION = 0.5
 
 
@@ -98,6 +99,8 @@ def calibrate_batchnorm(graph: Graph, seed: int = 0, batch: int = 2) -> Graph:
             if isinstance(kind, BatchNorm):
                 x = xs[0].double()
                 axes = [0] + list(range(2, x.dim()))
+                # keep part of the offset: removing all of it makes deep nets chaotic
+                # (rounding differences grow layer by layer); see docs/verify.md
                 mean = x.mean(axes).numpy() * np.float32(MEAN_FRACTION)
                 var = x.var(axes, unbiased=False).numpy()
                 # a (near-)constant channel would amplify rounding noise by 1/sqrt(eps)
