@@ -251,17 +251,70 @@ def _verify(graph, **kw):
     return rep
 
 
-#: known disagreements, found by this test (ORT and the PyTorch reference agree to ~1e-6;
-#: OpenCV's ONNX importer differs at SqueezeNet v1.0's pool10, AVE 13x13 over 14x14 with
-#: Caffe ceil rounding). strict: a fix makes the test fail until this entry is removed.
-KNOWN_NUMERIC_FAILURES = {
-    "deepscale_squeezenet/SqueezeNet_v1.0/deploy.prototxt": "opencv-onnx differs at pool10 (rel 0.61)",
-    "deepscale_squeezenet/SqueezeNet_v1.0/train_val.prototxt": "opencv-onnx differs at pool10 (rel 0.4)",
+def _opencv_major() -> int | None:
+    try:
+        import cv2
+    except ImportError:
+        return None
+    return int(cv2.__version__.split(".")[0])
+
+
+def _opencv_has_caffe() -> bool:
+    try:
+        import cv2
+    except ImportError:
+        return False
+    return hasattr(cv2.dnn, "readNetFromCaffe")
+
+
+#: known disagreements of OpenCV 5, found by this test when OpenCV 5.0 was installed (ORT and
+#: the PyTorch reference agree to ~1e-6; OpenCV 5's ONNX importer differs at SqueezeNet v1.0's
+#: pool10, AVE 13x13 over 14x14 with Caffe ceil rounding). The project pins OpenCV 4.x, whose
+#: ONNX check is skipped (protogen.verify) and whose Caffe importer agrees on these nets, so
+#: the entries apply to OpenCV >= 5 only. strict: a fix makes the test fail until removed.
+KNOWN_NUMERIC_FAILURES_OPENCV5 = {
+    "deepscale_squeezenet/SqueezeNet_v1.0/deploy.prototxt": "opencv-onnx (OpenCV 5) differs at pool10 (rel 0.61)",
+    "deepscale_squeezenet/SqueezeNet_v1.0/train_val.prototxt": "opencv-onnx (OpenCV 5) differs at pool10 (rel 0.4)",
 }
 
-SMALL_NUMERIC = [pytest.param(r, marks=pytest.mark.xfail(reason=KNOWN_NUMERIC_FAILURES[r], strict=True))
-                 if r in KNOWN_NUMERIC_FAILURES else r
+SMALL_NUMERIC = [pytest.param(r, marks=pytest.mark.xfail((_opencv_major() or 0) >= 5,
+                                                         reason=KNOWN_NUMERIC_FAILURES_OPENCV5[r], strict=True))
+                 if r in KNOWN_NUMERIC_FAILURES_OPENCV5 else r
                  for r in sorted(r for r, w in EXPECTED.items() if w not in (REFUSE, REFUSE_PARSE))]
+
+#: why OpenCV's Caffe importer cannot run a net whose deploy view has an input that no layer
+#: reads (a ``label`` input left over when the loss layer is dropped): OpenCV 4's input layer
+#: (DataLayer::getMemoryShapes in modules/dnn/src/layer_internals.hpp) asserts
+#: ``inputs.size() == requiredOutputs``, i.e. that every net input is consumed. Valid Caffe, an
+#: OpenCV limitation; such nets are checked in OpenCV with the unread inputs removed.
+UNREAD_INPUT_REASON = ("OpenCV 4's Caffe importer requires every net input to be read "
+                       "(DataLayer::getMemoryShapes asserts inputs.size() == requiredOutputs)")
+
+
+def _unread_inputs(graph) -> list[str]:
+    """Input tops of the deploy/TEST view that no layer reads."""
+    from protogen.ir import DEPLOY, TEST
+    view = graph.select(net=DEPLOY, phase=TEST)
+    read = {b for l in view.layers for b in l.bottoms}
+    return [t for l in view.input_layers() for t in l.tops if t not in read]
+
+
+def _without_inputs(graph, drop: list[str]):
+    """The deploy/TEST view of ``graph`` with the Input tops ``drop`` removed (same layers and
+    weights otherwise)."""
+    from protogen.ir import DEPLOY, TEST, Graph
+    from protogen.layers.io import InputParams
+    view = graph.select(net=DEPLOY, phase=TEST)
+    layers = []
+    for l in view.layers:
+        if l.type == "Input" and set(l.tops) & set(drop):
+            shapes = l.kind.output_shapes(l.params, [], len(l.tops))
+            keep = [(t, s) for t, s in zip(l.tops, shapes) if t not in drop]
+            if not keep:
+                continue
+            l = l.copy(tops=[t for t, _ in keep], params=InputParams(shape=tuple(s for _, s in keep)))
+        layers.append(l)
+    return Graph(graph.name, layers)
 
 
 @pytest.mark.parametrize("rel", SMALL_NUMERIC)
@@ -277,7 +330,30 @@ def test_corpus_numerics_seeded(rel):
     n = _n_weights(g)
     if n > NUMERIC_MAX_WEIGHTS:
         pytest.skip(f"{n} weights: shapes only (numerics bounded to {NUMERIC_MAX_WEIGHTS} for test time)")
-    _verify(g, seed=0, batch=1, model_name=rel)
+    unread = _unread_inputs(g)
+    if unread and _opencv_has_caffe():
+        # the net as loaded: the PyTorch reference and ONNX Runtime agree, and OpenCV refuses
+        # it for exactly the reason given (UNREAD_INPUT_REASON; should OpenCV lift the
+        # restriction, this fails and the workaround goes); then every layer of it is checked
+        # in OpenCV with the unread inputs removed
+        from protogen.verify import verify
+        rep = verify(g, seed=0, batch=1, model_name=rel)
+        assert any(c.runtime == "ort-cpu" and c.ok for c in rep.comparisons), rep.format_table()
+        assert rep.failures and all(f.startswith("opencv-caffe failed to run") and "requiredOutputs" in f
+                                    for f in rep.failures), f"expected only: {UNREAD_INPUT_REASON}\n{rep.format_table()}"
+        g = _without_inputs(g, unread)
+        assert not _unread_inputs(g) and g.outputs()
+    rep = _verify(g, seed=0, batch=1, model_name=rel)
+    _assert_opencv_caffe_ran(rep)
+
+
+def _assert_opencv_caffe_ran(rep):
+    """Where OpenCV has its Caffe importer, the OpenCV check really ran and compared outputs."""
+    if not _opencv_has_caffe():
+        return
+    r = next(r for r in rep.runtimes if r.name == "opencv-caffe")
+    assert r.status == "ran", r.note
+    assert any(c.runtime == "opencv-caffe" for c in rep.comparisons)
 
 
 @pytest.mark.parametrize("proto, model", REAL_MODELS, ids=[m for _, m in REAL_MODELS])
@@ -293,4 +369,4 @@ def test_real_caffemodel_converts_and_runtimes_agree(proto, model):
     why = _backends()
     if why:
         pytest.skip(f"numerics need the backends: {why}")
-    _verify(g, weights_loaded=True, batch=1, model_name=model)
+    _assert_opencv_caffe_ran(_verify(g, weights_loaded=True, batch=1, model_name=model))
