@@ -17,7 +17,6 @@ size; the batch size may vary.
 from __future__ import annotations
 
 import builtins
-import io
 import keyword
 import re
 from pathlib import Path
@@ -256,54 +255,47 @@ def graph_to_torch_source(graph: Graph, class_name: str | None = None, *, weight
 
 
 def torch_state_dict(ctx: SourceContext) -> dict:
-    """The ``state_dict`` (name -> float32 tensor) of the module generated through ``ctx``."""
+    """The ``state_dict`` (name -> tensor) of the module generated through ``ctx``. Tensors
+    share memory with the graph's blobs where they can (read-only caffemodel views included:
+    they are only read, by ``torch.save``)."""
+    import warnings
+
     import torch
     sd = {}
-    for k, v in ctx.state.items():
-        a = np.asarray(v)
-        if a.dtype.kind == "f":
-            a = a.astype(np.float32, copy=False)
-        sd[k] = torch.from_numpy(np.ascontiguousarray(a).copy())
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        for k, v in ctx.state.items():
+            a = np.asarray(v)
+            if a.dtype.kind == "f" and a.dtype != np.float32:
+                a = a.astype(np.float32)
+            sd[k] = torch.from_numpy(np.ascontiguousarray(a))
     return sd
-
-
-def torch_module_files(graph: Graph, out_py, class_name: str | None = None,
-                       input_shapes: dict | None = None) -> tuple[str, bytes]:
-    """(source text, serialized state_dict bytes) for ``OUT.py`` / ``OUT.pth``, in memory."""
-    import torch
-    out_py = Path(out_py)
-    ctxs: list = []
-    src = graph_to_torch_source(graph, class_name, weights_file=out_py.with_suffix(".pth").name,
-                                input_shapes=input_shapes, _ctx_out=ctxs)
-    compile(src, str(out_py), "exec")       # a generator bug must not reach the user's disk
-    buf = io.BytesIO()
-    torch.save(torch_state_dict(ctxs[0]), buf)
-    return src, buf.getvalue()
 
 
 def write_torch(graph: Graph, out_py, class_name: str | None = None,
                 input_shapes: dict | None = None) -> list[str]:
-    """Write ``OUT.py`` (the module source) and ``OUT.pth`` (its state_dict). Everything is
-    generated first; each file appears atomically, and if the second cannot be written the
-    first is removed again. Returns the paths written."""
-    import contextlib
-    import os
+    """Write ``OUT.py`` (the module source) and ``OUT.pth`` (its state_dict). The source is
+    generated and compiled first, so every error about the net comes before any file is
+    touched; both are written to temporary files beside them (the state_dict streamed, not
+    held in memory) and renamed into place only when both are complete. Returns the paths."""
+    import torch
 
-    from .util import write_bytes, write_text
+    from .util import atomic_open
     out_py = Path(out_py)
     if out_py.suffix != ".py":
         raise ProtogenError(f"PyTorch source output must end in .py, got '{out_py.name}'")
     out_pth = out_py.with_suffix(".pth")
-    src, weights = torch_module_files(graph, out_py, class_name, input_shapes)
-    existed = out_pth.exists()
-    write_bytes(out_pth, weights)
-    try:
-        write_text(out_py, src)
-    except BaseException:
-        if not existed:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(out_pth)
-        raise
+    ctxs: list = []
+    src = graph_to_torch_source(graph, class_name, weights_file=out_pth.name,
+                                input_shapes=input_shapes, _ctx_out=ctxs)
+    compile(src, str(out_py), "exec")       # a generator bug must not reach the user's disk
+    state = torch_state_dict(ctxs[0])
+    # both go to temporary files; OUT.py is renamed into place, then OUT.pth: a failure
+    # before that leaves any earlier OUT.py / OUT.pth as they were
+    with atomic_open(out_pth, "wb") as fp:
+        torch.save(state, fp)
+        with atomic_open(out_py, "w") as fy:
+            fy.write(src)
     return [str(out_py), str(out_pth)]
 
 
