@@ -13,7 +13,7 @@ import json
 import sys
 import time
 
-import numpy as np
+from ._lazy import numpy as np
 
 from .errors import ProtogenError
 

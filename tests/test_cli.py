@@ -42,6 +42,15 @@ def test_emit_and_stats_import_no_heavy_libraries(args):
     assert r.stdout
 
 
+def test_emit_prototxt_does_not_even_import_numpy():
+    # prototxt text needs protobuf alone; numpy costs ~100 ms of the 0.5 s cold-start budget
+    probe = _PROBE.replace("set(%r)" % (HEAVY,), "set(('numpy',))")
+    for args in (["emit", "resnet152"], ["emit", "shufflenet_v1", "--phase", "train"]):
+        r = run(*args, code=probe)
+        assert r.returncode == 0, r.stderr
+        assert r.stderr.strip().splitlines()[-1] == "HEAVY=", r.stderr
+
+
 def test_emit_writes_file_and_stats_json(tmp_path):
     out = tmp_path / "m.prototxt"
     r = run("emit", "mobilenet_v1", "--width", "0.5", "-o", str(out))

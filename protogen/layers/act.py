@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
+from .._lazy import numpy as np
 
 from ..errors import ProtogenError, ShapeError
 from .base import LayerType, layer_blobs, register

@@ -16,10 +16,11 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import struct
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-import numpy as np
+from .._lazy import numpy as np
 
 from ..errors import ProtogenError, ShapeError
 
@@ -44,6 +45,11 @@ class Cost:
 @dataclass(frozen=True)
 class NoParams:
     pass
+
+
+def _f32(x: float) -> float:
+    """``x`` rounded to float32 (without importing numpy)."""
+    return struct.unpack("<f", struct.pack("<f", float(x)))[0]
 
 
 def _enum_name(field_desc, value):
@@ -137,7 +143,7 @@ class LayerType:
                 continue
             dflt = fd.default_value if fd.enum_type is None else _enum_name(fd, fd.default_value)
             if fd.has_default_value and (v == dflt or (fd.cpp_type == fd.CPPTYPE_FLOAT
-                                                       and np.float32(v) == np.float32(dflt))):
+                                                       and _f32(v) == _f32(dflt))):
                 # float fields: the descriptor's default is the float32 value (0.999 ->
                 # 0.9990000128746033), so compare in float32
                 continue

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
+from .._lazy import numpy as np
 
 from ..errors import ProtogenError, ShapeError
 from .base import LayerType, he_normal, layer_blobs, numel, register, require_rank, spatial_pair
