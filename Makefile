@@ -2,9 +2,9 @@
 PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-# a CPU-only torch build: an unpinned `torch` may pull a multi-GB CUDA build
+# pinned: this version resolves to a CPU-only build here; an unpinned `torch` may pull a
+# multi-GB CUDA build
 TORCH ?= torch==2.13.0
-PIP_INDEX ?= --extra-index-url https://download.pytorch.org/whl/cpu
 STAMP := $(VENV)/.installed
 
 .PHONY: setup demo test outputs bench clean
@@ -14,7 +14,7 @@ setup: $(STAMP)
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q "$(TORCH)" || $(BIN)/pip install -q $(PIP_INDEX) "$(TORCH)"
+	$(BIN)/pip install -q "$(TORCH)"
 	$(BIN)/pip install -q -e ".[test]"
 	touch $(STAMP)
 
