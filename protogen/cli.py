@@ -39,10 +39,15 @@ def _dialect(args):
     return Dialect.make(args.dialect, args.shuffle, getattr(args, "depthwise", None))
 
 
+def is_model_file(source: str) -> bool:
+    """A path to a Caffe prototxt (rather than a zoo model name)."""
+    return source.endswith((".prototxt", ".pt", ".txt")) or "/" in source
+
+
 def load_graph(source: str, args=None, extra=None):
     """A zoo model name or a .prototxt path -> (graph, net object or None)."""
     from . import zoo
-    if source.endswith((".prototxt", ".pt", ".txt")) or "/" in source:
+    if is_model_file(source):
         if extra:
             raise ProtogenError(f"model options {' '.join(extra)} only apply to zoo models")
         from .caffe.loader import load_prototxt

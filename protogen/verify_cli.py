@@ -13,7 +13,6 @@ import json
 import sys
 import time
 
-from ._lazy import numpy as np
 
 from .errors import ProtogenError
 
@@ -43,34 +42,22 @@ class Progress:
             self.stream.flush()
 
 
-def _attach_weights(graph, path: str) -> None:
-    """Real weights from a caffemodel: the converter's loader when it offers one."""
-    from .caffe import loader
-    for name in ("attach_weights", "load_weights"):
-        fn = getattr(loader, name, None)
-        if fn is not None:
-            res = fn(graph, path)
-            if res is not None and hasattr(res, "layers") and res is not graph:
-                graph.layers = res.layers
-            return
-    # minimal fallback: copy blobs by layer name, as Caffe's CopyTrainedLayersFrom does
-    from .caffe.caffemodel import read_caffemodel
-    cm = read_caffemodel(path)
-    for l in graph.layers:
-        if l.name in cm.blobs and cm.blobs[l.name]:
-            l.blobs = [np.array(b, np.float32) for b in cm.blobs[l.name]]
-
-
 def _verify_one(args, source: str, extra, dialect):
-    from .cli import load_graph
+    from .cli import is_model_file, load_graph
     from .verify import verify
-    graph, net = load_graph(source, args, extra)
-    loaded = False
-    if args.weights:
-        if net is not None:
+    if is_model_file(source):
+        # a Caffe file: upgraded, resolved for the phase, as its inference view (data layers
+        # -> Input, losses and labels dropped), with real weights when given
+        if extra:
+            raise ProtogenError(f"model options {' '.join(extra)} only apply to zoo models")
+        from .caffe.loader import load_model
+        graph = load_model(source, args.weights, phase=args.phase, input_shape=args.input_shape)
+        net, loaded = None, args.weights is not None
+    else:
+        if args.weights:
             raise ProtogenError("--weights applies to a .prototxt, not a zoo model")
-        _attach_weights(graph, args.weights)
-        loaded = True
+        graph, net = load_graph(source, args, extra)
+        loaded = False
     return verify(graph, seed=args.seed, batch=args.batch, providers=tuple(args.providers.split(",")),
                   opencv=args.opencv, dialect=dialect, blobs=args.blobs, weights_loaded=loaded,
                   model_name=source if net is None else graph.name)
@@ -161,6 +148,10 @@ def register(sub) -> None:
     p.add_argument("model", nargs="?", default=None, help="zoo model, .prototxt file, or 'all'")
     p.add_argument("--zoo", action="store_true", help="verify every zoo model (default options)")
     p.add_argument("--weights", default=None, help="a .caffemodel with real weights (for a .prototxt)")
+    p.add_argument("--phase", choices=("train", "test"), default=None,
+                   help="which phase of a train_val prototxt (default: test)")
+    p.add_argument("--input-shape", default=None,
+                   help="N,C,H,W for a prototxt whose data layer gives no size")
     p.add_argument("--seed", type=int, default=0, help="seed of the weights and the input")
     p.add_argument("--batch", type=int, default=2, help="batch size of the seeded input")
     p.add_argument("--providers", default="cpu", help="ONNX Runtime providers: cpu,cuda")

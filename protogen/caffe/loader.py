@@ -117,7 +117,27 @@ def inference_view(graph: Graph, input_shape=None, file: str | None = None) -> G
             dropped.update(t for t in l.tops if t not in l.bottoms)
             continue
         layers.append(l)
-    return Graph(graph.name, layers)
+    return Graph(graph.name, _drop_unread_inputs(layers, dropped))
+
+
+def _drop_unread_inputs(layers: list, dropped: set) -> list:
+    """Remove Input tops that only the dropped (training-only) layers read, e.g. a ``label``
+    declared with ``input:`` for a loss: an inference net has no use for it (and OpenCV
+    refuses a net input that nothing reads)."""
+    from ..layers.io import InputParams
+    if not dropped:
+        return layers
+    read = {b for l in layers for b in l.bottoms}
+    out = []
+    for l in layers:
+        if l.type == "Input" and any(t not in read for t in l.tops) and any(t in read for t in l.tops):
+            keep = [i for i, t in enumerate(l.tops) if t in read]
+            shapes = l.params.shape
+            if len(shapes) == len(l.tops):
+                shapes = tuple(shapes[i] for i in keep)
+            l = l.copy(tops=[l.tops[i] for i in keep], params=InputParams(shape=shapes))
+        out.append(l)
+    return out
 
 
 def Layer_(name, top, shape):
