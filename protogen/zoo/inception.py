@@ -360,33 +360,42 @@ def residual(n, x, branches, scale: float, relu: bool = True):
     return n.relu(out) if relu else out
 
 
-def ir2_a(n, x, scale):
-    """Block35 (Inception-ResNet-A of Inception-ResNet-v2, 35x35x320)."""
-    b0 = cbr(n, x, 32, 1, name="branch0_1x1")
-    b1 = cbr(n, x, 32, 1, name="branch1_1x1")
-    b1 = cbr(n, b1, 32, 3, 1, 1, name="branch1_3x3")
-    b2 = cbr(n, x, 32, 1, name="branch2_1x1")
-    b2 = cbr(n, b2, 48, 3, 1, 1, name="branch2_3x3a")
-    b2 = cbr(n, b2, 64, 3, 1, 1, name="branch2_3x3b")
+def block_a(n, x, w, scale):
+    """Inception-ResNet-A (35x35): 1x1 | 1x1 -> 3x3 | 1x1 -> 3x3 -> 3x3, widths ``w`` =
+    (b0, b1 1x1, b1 3x3, b2 1x1, b2 3x3a, b2 3x3b); v1: Figure 10, v2: block35."""
+    b0 = cbr(n, x, w[0], 1, name="branch0_1x1")
+    b1 = cbr(n, x, w[1], 1, name="branch1_1x1")
+    b1 = cbr(n, b1, w[2], 3, 1, 1, name="branch1_3x3")
+    b2 = cbr(n, x, w[3], 1, name="branch2_1x1")
+    b2 = cbr(n, b2, w[4], 3, 1, 1, name="branch2_3x3a")
+    b2 = cbr(n, b2, w[5], 3, 1, 1, name="branch2_3x3b")
     return residual(n, x, [b0, b1, b2], scale)
 
 
-def ir2_b(n, x, scale):
-    """Block17 (Inception-ResNet-B, 17x17x1088)."""
-    b0 = cbr(n, x, 192, 1, name="branch0_1x1")
-    b1 = cbr(n, x, 128, 1, name="branch1_1x1")
-    b1 = cbr(n, b1, 160, (1, 7), 1, (0, 3), name="branch1_1x7")
-    b1 = cbr(n, b1, 192, (7, 1), 1, (3, 0), name="branch1_7x1")
+def block_b(n, x, w, scale):
+    """Inception-ResNet-B (17x17): 1x1 | 1x1 -> 1x7 -> 7x1, widths ``w`` = (b0, b1 1x1,
+    1x7, 7x1); v1: Figure 11, v2: block17."""
+    b0 = cbr(n, x, w[0], 1, name="branch0_1x1")
+    b1 = cbr(n, x, w[1], 1, name="branch1_1x1")
+    b1 = cbr(n, b1, w[2], (1, 7), 1, (0, 3), name="branch1_1x7")
+    b1 = cbr(n, b1, w[3], (7, 1), 1, (3, 0), name="branch1_7x1")
     return residual(n, x, [b0, b1], scale)
 
 
-def ir2_c(n, x, scale, relu=True):
-    """Block8 (Inception-ResNet-C, 8x8x2080)."""
-    b0 = cbr(n, x, 192, 1, name="branch0_1x1")
-    b1 = cbr(n, x, 192, 1, name="branch1_1x1")
-    b1 = cbr(n, b1, 224, (1, 3), 1, (0, 1), name="branch1_1x3")
-    b1 = cbr(n, b1, 256, (3, 1), 1, (1, 0), name="branch1_3x1")
+def block_c(n, x, w, scale, relu=True):
+    """Inception-ResNet-C (8x8): 1x1 | 1x1 -> 1x3 -> 3x1, widths ``w`` = (b0, b1 1x1, 1x3,
+    3x1); v1: Figure 13, v2: block8."""
+    b0 = cbr(n, x, w[0], 1, name="branch0_1x1")
+    b1 = cbr(n, x, w[1], 1, name="branch1_1x1")
+    b1 = cbr(n, b1, w[2], (1, 3), 1, (0, 1), name="branch1_1x3")
+    b1 = cbr(n, b1, w[3], (3, 1), 1, (1, 0), name="branch1_3x1")
     return residual(n, x, [b0, b1], scale, relu)
+
+
+# branch widths of the residual blocks: v2 (35x35x320, 17x17x1088, 8x8x2080) as released,
+# v1 (35x35x256, 17x17x896, 8x8x1792) as the paper's Figures 10, 11, 13
+IR2_WIDTHS = dict(a=(32, 32, 32, 32, 48, 64), b=(192, 128, 160, 192), c=(192, 192, 224, 256))
+IR1_WIDTHS = dict(a=(32, 32, 32, 32, 32, 32), b=(128, 128, 128, 128), c=(192, 192, 192, 192))
 
 
 @model("inception_resnet_v2", INPUT_299, NUM_CLASSES,
@@ -413,12 +422,12 @@ def inception_resnet_v2(n, x, input_size=299, num_classes=1000):
         x = n.concat([b0, b1, b2, b3], name="output")
     for i in range(10):
         with n.scope(f"block35_{i + 1}"):
-            x = ir2_a(n, x, 0.17)
+            x = block_a(n, x, IR2_WIDTHS['a'], 0.17)
     with n.scope("mixed_6a"):
         x = reduction_a(n, x, 256, 256, 384, 384)
     for i in range(20):
         with n.scope(f"block17_{i + 1}"):
-            x = ir2_b(n, x, 0.10)
+            x = block_b(n, x, IR2_WIDTHS['b'], 0.10)
     with n.scope("mixed_7a"):
         b0 = cbr(n, x, 256, 1, name="branch0_1x1")
         b0 = cbr(n, b0, 384, 3, 2, name="branch0_3x3_s2")
@@ -431,40 +440,11 @@ def inception_resnet_v2(n, x, input_size=299, num_classes=1000):
         x = n.concat([b0, b1, b2, b3], name="output")
     for i in range(9):
         with n.scope(f"block8_{i + 1}"):
-            x = ir2_c(n, x, 0.20)
+            x = block_c(n, x, IR2_WIDTHS['c'], 0.20)
     with n.scope("block8_10"):
-        x = ir2_c(n, x, 1.0, relu=False)
+        x = block_c(n, x, IR2_WIDTHS['c'], 1.0, relu=False)
     x = cbr(n, x, 1536, 1, name="conv2d_7b")
     return _head(n, x, num_classes, 0.2)
-
-
-def ir1_a(n, x, scale):
-    """Inception-ResNet-A of v1 (Figure 10), 35x35x256."""
-    b0 = cbr(n, x, 32, 1, name="branch0_1x1")
-    b1 = cbr(n, x, 32, 1, name="branch1_1x1")
-    b1 = cbr(n, b1, 32, 3, 1, 1, name="branch1_3x3")
-    b2 = cbr(n, x, 32, 1, name="branch2_1x1")
-    b2 = cbr(n, b2, 32, 3, 1, 1, name="branch2_3x3a")
-    b2 = cbr(n, b2, 32, 3, 1, 1, name="branch2_3x3b")
-    return residual(n, x, [b0, b1, b2], scale)
-
-
-def ir1_b(n, x, scale):
-    """Inception-ResNet-B of v1 (Figure 11), 17x17x896."""
-    b0 = cbr(n, x, 128, 1, name="branch0_1x1")
-    b1 = cbr(n, x, 128, 1, name="branch1_1x1")
-    b1 = cbr(n, b1, 128, (1, 7), 1, (0, 3), name="branch1_1x7")
-    b1 = cbr(n, b1, 128, (7, 1), 1, (3, 0), name="branch1_7x1")
-    return residual(n, x, [b0, b1], scale)
-
-
-def ir1_c(n, x, scale, relu=True):
-    """Inception-ResNet-C of v1 (Figure 13), 8x8x1792."""
-    b0 = cbr(n, x, 192, 1, name="branch0_1x1")
-    b1 = cbr(n, x, 192, 1, name="branch1_1x1")
-    b1 = cbr(n, b1, 192, (1, 3), 1, (0, 1), name="branch1_1x3")
-    b1 = cbr(n, b1, 192, (3, 1), 1, (1, 0), name="branch1_3x1")
-    return residual(n, x, [b0, b1], scale, relu)
 
 
 @model("inception_resnet_v1", INPUT_299, NUM_CLASSES,
@@ -480,12 +460,12 @@ def inception_resnet_v1(n, x, input_size=299, num_classes=1000):
     x = cbr(n, x, 256, 3, 2, name="conv2d_4b")
     for i in range(5):
         with n.scope(f"block35_{i + 1}"):
-            x = ir1_a(n, x, 0.17)
+            x = block_a(n, x, IR1_WIDTHS['a'], 0.17)
     with n.scope("mixed_6a"):
         x = reduction_a(n, x, 192, 192, 256, 384)
     for i in range(10):
         with n.scope(f"block17_{i + 1}"):
-            x = ir1_b(n, x, 0.10)
+            x = block_b(n, x, IR1_WIDTHS['b'], 0.10)
     with n.scope("mixed_7a"):
         b0 = cbr(n, x, 256, 1, name="branch0_1x1")
         b0 = cbr(n, b0, 384, 3, 2, name="branch0_3x3_s2")
@@ -498,8 +478,8 @@ def inception_resnet_v1(n, x, input_size=299, num_classes=1000):
         x = n.concat([b0, b1, b2, b3], name="output")
     for i in range(4):
         with n.scope(f"block8_{i + 1}"):
-            x = ir1_c(n, x, 0.20)
+            x = block_c(n, x, IR1_WIDTHS['c'], 0.20)
     with n.scope("block8_5"):
-        x = ir1_c(n, x, 1.0, relu=False)
+        x = block_c(n, x, IR1_WIDTHS['c'], 1.0, relu=False)
     return _head(n, x, num_classes, 0.2)
 
