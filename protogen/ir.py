@@ -85,6 +85,33 @@ class Step:
     out_shapes: list[Shape]
 
 
+class Dataflow:
+    """Dataflow facts over resolved steps, for backends that lower a layer together with
+    its neighbour (BatchNorm + Scale): who reads a value, which values are net outputs, and
+    which steps were already handled."""
+
+    def _init_dataflow(self, steps: list[Step], outputs) -> None:
+        self.graph_outputs = list(outputs)
+        self._done: set[int] = set()
+        self._consumers: dict[str, list[Step]] = {}
+        for st in steps:
+            for v in st.inputs:
+                self._consumers.setdefault(v, []).append(st)
+
+    def consumers(self, ssa: str) -> list[Step]:
+        return list(self._consumers.get(ssa, []))
+
+    def is_output(self, ssa: str) -> bool:
+        return ssa in self.graph_outputs
+
+    def mark_done(self, step: Step) -> None:
+        """``step`` was handled together with another layer (e.g. BatchNorm + Scale)."""
+        self._done.add(id(step))
+
+    def done(self, step: Step) -> bool:
+        return id(step) in self._done
+
+
 class Graph:
     def __init__(self, name: str = "net", layers: Iterable[Layer] = ()):
         self.name = name

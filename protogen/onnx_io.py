@@ -26,7 +26,8 @@ from pathlib import Path
 import numpy as np
 
 from .errors import ProtogenError, ShapeError
-from .ir import DEPLOY, Graph, Step
+from .ir import DEPLOY, Dataflow, Graph, Step
+from .wire import LEN, fields, len_field
 
 #: models whose initializers exceed this many bytes are written with ONNX external data
 EXTERNAL_DATA_THRESHOLD = 2_000_000_000
@@ -39,14 +40,14 @@ class _NeedStatic(Exception):
     pass
 
 
-class OnnxContext:
+class OnnxContext(Dataflow):
     """What a layer's ``to_onnx`` sees: value names, constants, nodes, dataflow facts."""
 
     def __init__(self, steps: list[Step], outputs: list[str], opset: int,
                  var_batch: dict, var_hw: dict, dynamic_hw: bool, dynamic_batch: bool):
+        self._init_dataflow(steps, outputs)
         self.steps = steps
         self.opset = opset
-        self.graph_outputs = list(outputs)
         self.dynamic_hw = dynamic_hw
         self.dynamic_batch = dynamic_batch
         self._var_batch = var_batch
@@ -55,16 +56,12 @@ class OnnxContext:
         self.inits: dict[str, np.ndarray] = {}
         self.inputs: list[tuple[str, tuple]] = []   # (onnx name, shape)
         self._alias: dict[str, str] = {}
-        self._done: set[int] = set()
         self.need_fixed_hw = False
         self.need_fixed_batch = False
         self.shapes: dict[str, tuple] = {}
-        self._consumers: dict[str, list[Step]] = {}
         for st in steps:
             for v, s in zip(st.outputs, st.out_shapes):
                 self.shapes[v] = tuple(s)
-            for v in st.inputs:
-                self._consumers.setdefault(v, []).append(st)
         self._used = set(self.shapes)
         self._node_names: set[str] = set()
         self.current: Step | None = None
@@ -125,20 +122,6 @@ class OnnxContext:
     def input(self, ssa: str, shape) -> None:
         """Declare a graph input (Input layers)."""
         self.inputs.append((ssa, tuple(shape)))
-
-    # ---------------------------------------------------------------- dataflow
-    def consumers(self, ssa: str) -> list[Step]:
-        return list(self._consumers.get(ssa, []))
-
-    def is_output(self, ssa: str) -> bool:
-        return ssa in self.graph_outputs
-
-    def mark_done(self, step: Step) -> None:
-        """``step`` was lowered together with another layer (BatchNorm + Scale)."""
-        self._done.add(id(step))
-
-    def done(self, step: Step) -> bool:
-        return id(step) in self._done
 
     # ---------------------------------------------------------------- dynamic axes
     def varies(self, ssa: str, axis: int) -> bool:
@@ -368,7 +351,6 @@ _MODEL_GRAPH = 7          # ModelProto.graph
 _GRAPH_INITIALIZER = 5    # GraphProto.initializer (repeated TensorProto)
 _TENSOR_NAME = 8          # TensorProto.name
 _TENSOR_RAW_DATA = 9      # TensorProto.raw_data
-_LEN = 2                  # wire type of length-delimited fields
 
 #: dtypes whose ONNX raw_data is exactly the little-endian C-order bytes of the array
 #: (numpy_helper.from_array packs or re-encodes anything else: strings, 4-bit, 2-bit ...)
@@ -400,54 +382,6 @@ def _raw_bytes(arr) -> memoryview | None:
     return memoryview(a.reshape(-1).view(np.uint8))
 
 
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        b = n & 0x7F
-        n >>= 7
-        if not n:
-            out.append(b)
-            return bytes(out)
-        out.append(b | 0x80)
-
-
-def _len_key(field_no: int, length: int) -> bytes:
-    return _varint((field_no << 3) | _LEN) + _varint(length)
-
-
-def _read_varint(buf, pos: int) -> tuple[int, int]:
-    result = shift = 0
-    while True:
-        b = buf[pos]
-        pos += 1
-        result |= (b & 0x7F) << shift
-        if not b & 0x80:
-            return result, pos
-        shift += 7
-
-
-def _fields(buf, pos: int, end: int):
-    """(field number, wire type, value start, value end, field start) of a serialized message
-    (protobuf's own output: well formed)."""
-    while pos < end:
-        start = pos
-        key, pos = _read_varint(buf, pos)
-        no, wire = key >> 3, key & 7
-        if wire == 0:
-            _, npos = _read_varint(buf, pos)
-        elif wire == 1:
-            npos = pos + 8
-        elif wire == 5:
-            npos = pos + 4
-        elif wire == _LEN:
-            n, pos = _read_varint(buf, pos)
-            npos = pos + n
-        else:  # groups are not used by onnx.proto
-            raise ValueError(f"unexpected wire type {wire}")
-        yield no, wire, pos, npos, start
-        pos = npos
-
-
 def _splice_initializers(skeleton: bytes, payloads: list) -> tuple[list, int]:
     """The chunks (bytes / memoryviews) of the full ModelProto, and its size.
 
@@ -462,8 +396,8 @@ def _splice_initializers(skeleton: bytes, payloads: list) -> tuple[list, int]:
     chunks: list = []
     k = 0
     graph_seen = False
-    for no, wire, s, e, fs in _fields(buf, 0, len(buf)):
-        if no != _MODEL_GRAPH or wire != _LEN:
+    for no, wire, s, e, fs in fields(buf, 0, len(buf)):
+        if no != _MODEL_GRAPH or wire != LEN:
             chunks.append(buf[fs:e])
             continue
         if graph_seen:
@@ -471,8 +405,8 @@ def _splice_initializers(skeleton: bytes, payloads: list) -> tuple[list, int]:
         graph_seen = True
         g_chunks: list = []
         g_size = 0
-        for gno, gwire, gs, ge, gfs in _fields(buf, s, e):
-            if gno != _GRAPH_INITIALIZER or gwire != _LEN:
+        for gno, gwire, gs, ge, gfs in fields(buf, s, e):
+            if gno != _GRAPH_INITIALIZER or gwire != LEN:
                 g_chunks.append(buf[gfs:ge])
                 g_size += ge - gfs
                 continue
@@ -481,8 +415,8 @@ def _splice_initializers(skeleton: bytes, payloads: list) -> tuple[list, int]:
             name, data = payloads[k]
             k += 1
             cut, t_name = ge, None
-            for tno, twire, ts, te, tfs in _fields(buf, gs, ge):
-                if tno == _TENSOR_NAME and twire == _LEN:
+            for tno, twire, ts, te, tfs in fields(buf, gs, ge):
+                if tno == _TENSOR_NAME and twire == LEN:
                     t_name = bytes(buf[ts:te]).decode("utf-8")
                 if tno > _TENSOR_RAW_DATA:
                     cut = tfs
@@ -493,14 +427,14 @@ def _splice_initializers(skeleton: bytes, payloads: list) -> tuple[list, int]:
                 body = [data]
                 t_size = len(data)
             else:
-                raw_key = _len_key(_TENSOR_RAW_DATA, data.nbytes)
+                raw_key = len_field(_TENSOR_RAW_DATA, data.nbytes)
                 body = [buf[gs:cut], raw_key, data, buf[cut:ge]]
                 t_size = (cut - gs) + len(raw_key) + data.nbytes + (ge - cut)
-            lead = _len_key(_GRAPH_INITIALIZER, t_size)
+            lead = len_field(_GRAPH_INITIALIZER, t_size)
             g_chunks.append(lead)
             g_chunks.extend(body)
             g_size += len(lead) + t_size
-        lead = _len_key(_MODEL_GRAPH, g_size)
+        lead = len_field(_MODEL_GRAPH, g_size)
         chunks.append(lead)
         chunks.extend(g_chunks)
     if k != len(payloads):

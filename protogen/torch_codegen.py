@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import ProtogenError, UnsupportedError
-from .ir import DEPLOY, Graph, Step
+from .ir import DEPLOY, Dataflow, Graph, Step
 
 #: names the generated file uses itself, and Python's builtins (a blob named 'sum' or
 #: 'input' would shadow one): variables and attributes never take them
@@ -66,15 +66,15 @@ def pair(a: int, b: int) -> str:
     return str(a) if a == b else f"({a}, {b})"
 
 
-class SourceContext:
+class SourceContext(Dataflow):
     """What a layer's ``torch_source`` sees: Python names of its bottoms and tops, weight
     declarations (``__init__`` lines + state_dict entries) and forward lines."""
 
     def __init__(self, steps: list[Step], outputs: list[str]):
         import torch.nn
         self._module_attrs = set(dir(torch.nn.Module))
+        self._init_dataflow(steps, outputs)
         self.steps = steps
-        self.graph_outputs = list(outputs)
         self.init_lines: list[str] = []
         self.forward_lines: list[str] = []
         self.state: dict[str, np.ndarray] = {}
@@ -83,11 +83,6 @@ class SourceContext:
         self._var_names: set[str] = set()
         self._attrs: set[str] = set()
         self._layer_attr: dict[int, str] = {}
-        self._done: set[int] = set()
-        self._consumers: dict[str, list[Step]] = {}
-        for st in steps:
-            for v in st.inputs:
-                self._consumers.setdefault(v, []).append(st)
         self.current: Step | None = None
 
     # ------------------------------------------------------------------ names
@@ -187,20 +182,6 @@ class SourceContext:
             self.forward_lines.append(" = ".join(tops) + f" = {x}" + note)
         else:
             self.forward_lines.append(note.strip())
-
-    # ------------------------------------------------------------------ dataflow
-    def consumers(self, ssa: str) -> list[Step]:
-        return list(self._consumers.get(ssa, []))
-
-    def is_output(self, ssa: str) -> bool:
-        return ssa in self.graph_outputs
-
-    def mark_done(self, step: Step) -> None:
-        """``step`` was written together with the current layer (BatchNorm + Scale)."""
-        self._done.add(id(step))
-
-    def done(self, step: Step) -> bool:
-        return id(step) in self._done
 
 
 def _lower(graph: Graph, input_shapes=None):

@@ -22,87 +22,15 @@ import numpy as np
 
 from ..errors import ProtogenError
 from ..util import atomic_open
-
-_VARINT, _I64, _LEN, _I32 = 0, 1, 2, 5
-
-
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        b = n & 0x7F
-        n >>= 7
-        if n:
-            out.append(b | 0x80)
-        else:
-            out.append(b)
-            return bytes(out)
-
-
-def _key(field_no: int, wire: int) -> bytes:
-    return _varint((field_no << 3) | wire)
-
-
-def _len_field(field_no: int, payload_len: int) -> bytes:
-    return _key(field_no, _LEN) + _varint(payload_len)
-
-
-class _Truncated(Exception):
-    pass
-
-
-def _read_varint(buf, pos: int, end: int) -> tuple[int, int]:
-    result = shift = 0
-    while True:
-        if pos >= end:
-            raise _Truncated("varint runs past the end")
-        b = buf[pos]
-        pos += 1
-        result |= (b & 0x7F) << shift
-        if not b & 0x80:
-            return result, pos
-        shift += 7
-        if shift > 63:
-            raise _Truncated("varint too long")
-
-
-def _fields(buf, pos: int, end: int):
-    """Yield (field number, wire type, value start, value end, field start) for a message."""
-    while pos < end:
-        start = pos
-        key, pos = _read_varint(buf, pos, end)
-        no, wire = key >> 3, key & 7
-        if no == 0:
-            raise _Truncated("field number 0")
-        if wire == _VARINT:
-            _, npos = _read_varint(buf, pos, end)
-            yield no, wire, pos, npos, start
-            pos = npos
-        elif wire == _I64:
-            if pos + 8 > end:
-                raise _Truncated("fixed64 runs past the end")
-            yield no, wire, pos, pos + 8, start
-            pos += 8
-        elif wire == _I32:
-            if pos + 4 > end:
-                raise _Truncated("fixed32 runs past the end")
-            yield no, wire, pos, pos + 4, start
-            pos += 4
-        elif wire == _LEN:
-            n, pos = _read_varint(buf, pos, end)
-            if pos + n > end:
-                raise _Truncated(f"a field claims {n} bytes but only {end - pos} remain")
-            yield no, wire, pos, pos + n, start
-            pos += n
-        else:
-            raise _Truncated(f"unsupported wire type {wire}")
+from ..wire import I32, LEN, VARINT, WireError, fields, len_field, read_varint, varint
 
 
 # --------------------------------------------------------------------------- writing
 def _blob_bytes(arr: np.ndarray) -> tuple[bytes, np.ndarray]:
     a = np.ascontiguousarray(arr, dtype="<f4")
-    dims = b"".join(_varint(int(d)) for d in a.shape)
-    shape = _len_field(1, len(dims)) + dims if a.ndim else b""
-    body_head = _len_field(7, len(shape)) + shape + _len_field(5, a.nbytes)
+    dims = b"".join(varint(int(d)) for d in a.shape)
+    shape = len_field(1, len(dims)) + dims if a.ndim else b""
+    body_head = len_field(7, len(shape)) + shape + len_field(5, a.nbytes)
     return body_head, a
 
 
@@ -127,9 +55,9 @@ def write_caffemodel(path, net_param, blobs: dict[str, list]) -> int:
             parts = []
             for arr in blobs.get(lp.name, ()):
                 body_head, a = _blob_bytes(arr)
-                parts.append((_len_field(blob_field, len(body_head) + a.nbytes) + body_head, a))
+                parts.append((len_field(blob_field, len(body_head) + a.nbytes) + body_head, a))
             size = len(meta) + sum(len(h) + a.nbytes for h, a in parts)
-            lead = _len_field(layer_field, size)
+            lead = len_field(layer_field, size)
             f.write(lead)
             f.write(meta)
             total += len(lead) + len(meta)
@@ -158,33 +86,33 @@ def _parse_blob(buf, start: int, end: int, where: str) -> np.ndarray:
     data = None
     floats: list[float] = []
     doubles = None
-    for no, wire, s, e, _ in _fields(buf, start, end):
-        if no in (1, 2, 3, 4) and wire == _VARINT:
-            v, _ = _read_varint(buf, s, e)
+    for no, wire, s, e, _ in fields(buf, start, end):
+        if no in (1, 2, 3, 4) and wire == VARINT:
+            v, _ = read_varint(buf, s, e)
             legacy[no - 1] = v
-        elif no == 7 and wire == _LEN:
+        elif no == 7 and wire == LEN:
             dims = []
-            for dno, dwire, ds, de, _ in _fields(buf, s, e):
+            for dno, dwire, ds, de, _ in fields(buf, s, e):
                 if dno != 1:
                     continue
-                if dwire == _LEN:           # packed
+                if dwire == LEN:           # packed
                     p = ds
                     while p < de:
-                        v, p = _read_varint(buf, p, de)
+                        v, p = read_varint(buf, p, de)
                         dims.append(v)
-                elif dwire == _VARINT:
-                    v, _ = _read_varint(buf, ds, de)
+                elif dwire == VARINT:
+                    v, _ = read_varint(buf, ds, de)
                     dims.append(v)
             shape = tuple(dims)
-        elif no == 5 and wire == _LEN:
+        elif no == 5 and wire == LEN:
             if (e - s) % 4:
-                raise _Truncated(f"{where}: packed float data of {e - s} bytes is not a multiple of 4")
+                raise WireError(f"{where}: packed float data of {e - s} bytes is not a multiple of 4")
             data = np.frombuffer(buf, dtype="<f4", count=(e - s) // 4, offset=s)
-        elif no == 5 and wire == _I32:            # unpacked floats (very old writers)
+        elif no == 5 and wire == I32:            # unpacked floats (very old writers)
             floats.append(float(np.frombuffer(buf, "<f4", 1, s)[0]))
-        elif no == 8 and wire == _LEN:
+        elif no == 8 and wire == LEN:
             if (e - s) % 8:
-                raise _Truncated(f"{where}: packed double data of {e - s} bytes is not a multiple of 8")
+                raise WireError(f"{where}: packed double data of {e - s} bytes is not a multiple of 8")
             doubles = np.frombuffer(buf, dtype="<f8", count=(e - s) // 8, offset=s)
     if data is None:
         if floats:
@@ -202,7 +130,7 @@ def _parse_blob(buf, start: int, end: int, where: str) -> np.ndarray:
     for d in shape:
         n *= d
     if n != data.size:
-        raise _Truncated(f"{where}: shape {shape} needs {n} values but the blob holds {data.size}")
+        raise WireError(f"{where}: shape {shape} needs {n} values but the blob holds {data.size}")
     return data.reshape(shape)
 
 
@@ -230,24 +158,24 @@ def read_caffemodel(path) -> CaffeModel:
     layer_metas: list[tuple[int, bytes, list[tuple[int, int]]]] = []
     fmt = "V2"
     try:
-        for no, wire, s, e, fs in _fields(buf, 0, len(buf)):
-            if wire == _LEN and no in (v2_layer, v1_layers):
+        for no, wire, s, e, fs in fields(buf, 0, len(buf)):
+            if wire == LEN and no in (v2_layer, v1_layers):
                 blob_no = lp_blobs if no == v2_layer else v1_blobs
                 meta = bytearray()
                 ranges = []
-                for lno, lwire, ls, le, lfs in _fields(buf, s, e):
-                    if lwire == _LEN and lno == blob_no:
+                for lno, lwire, ls, le, lfs in fields(buf, s, e):
+                    if lwire == LEN and lno == blob_no:
                         ranges.append((ls, le))
-                    elif no == v1_layers and lwire == _LEN and lno == v1_v0:
+                    elif no == v1_layers and lwire == LEN and lno == v1_v0:
                         # a V0 layer nested in a V1 message: lift its blobs out as well
                         fmt = "V0"
                         inner = bytearray()
-                        for ino, iwire, is_, ie, ifs in _fields(buf, ls, le):
-                            if iwire == _LEN and ino == v0_blobs:
+                        for ino, iwire, is_, ie, ifs in fields(buf, ls, le):
+                            if iwire == LEN and ino == v0_blobs:
                                 ranges.append((is_, ie))
                             else:
                                 inner += buf[ifs:ie]
-                        meta += _len_field(lno, len(inner)) + inner
+                        meta += len_field(lno, len(inner)) + inner
                     else:
                         meta += buf[lfs:le]
                 if no == v1_layers and fmt == "V2":
@@ -255,7 +183,7 @@ def read_caffemodel(path) -> CaffeModel:
                 layer_metas.append((no, bytes(meta), ranges))
             else:
                 head += buf[fs:e]
-    except _Truncated as t:
+    except WireError as t:
         raise ProtogenError(f"truncated or corrupt caffemodel ({t})", file=path) from None
 
     net = pb.NetParameter()
@@ -271,7 +199,7 @@ def read_caffemodel(path) -> CaffeModel:
             for i, (s, e) in enumerate(ranges):
                 try:
                     arrays.append(_parse_blob(buf, s, e, f"blob {i}"))
-                except _Truncated as t:
+                except WireError as t:
                     raise ProtogenError(f"corrupt weights ({t})", file=path, layer=name) from None
             if arrays:
                 blobs[name] = arrays
