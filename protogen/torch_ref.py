@@ -67,6 +67,16 @@ class TorchNet(nn.Module):
                     t.copy_(torch.from_numpy(np.ascontiguousarray(a).reshape(tuple(t.shape))))
         self._copied = True
 
+    @property
+    def dtype(self) -> torch.dtype:
+        """The weights' floating type: float32, or float64 after ``net.double()`` (inputs are
+        cast to it; protogen.verify runs its reference in float64)."""
+        for t in self.parameters():
+            return t.dtype
+        for t in self.buffers():
+            return t.dtype
+        return torch.float32
+
     def layer_blobs(self, name: str) -> list[torch.Tensor]:
         for st, keys in zip(self.steps, self._keys):
             if st.layer.name == name:
@@ -86,7 +96,7 @@ class TorchNet(nn.Module):
                     if x is None:
                         raise ProtogenError(f"no value given for input '{top}'", layer=l.name)
                     vals[v] = torch.as_tensor(np.asarray(x, np.float32) if not torch.is_tensor(x) else x,
-                                              dtype=torch.float32)
+                                              dtype=self.dtype)
                 continue
             xs = [vals[v] for v in st.inputs]
             blobs = [getattr(self, k) for k in keys]
