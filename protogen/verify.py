@@ -355,9 +355,10 @@ def _run_opencv_caffe(g: Graph, dialect: Dialect, feeds, wanted: list[str], tmp:
 
 def _opencv_exact(net) -> None:
     """Switch off OpenCV's Winograd F(6x6, 3x3) convolution (on by default since 4.7): its
-    float32 transforms round ~5x worse than direct convolution (ResNet-152: 9.8e-05 vs
-    2.4e-05 from a float64 reference; Inception-v4: 7.2e-04 vs 9.3e-05). verify checks the
-    semantics of the emitted files, not the accuracy of a fast approximate kernel."""
+    float32 transforms round several times worse than direct convolution (from a float64
+    reference, with the earlier seeded-weight calibration: ResNet-152 9.8e-05 vs 2.4e-05,
+    Inception-v4 7.2e-04 vs 9.3e-05; docs/verify.md). verify checks the semantics of the
+    emitted files, not the accuracy of a fast approximate kernel."""
     if hasattr(net, "enableWinograd"):
         net.enableWinograd(False)
 
