@@ -92,7 +92,7 @@ def summary_table(reports) -> str:
         lines.append(f"{r.model:<{w}}  " + "  ".join(f"{c:>12}" for c in cells)
                      + f"  {spread:>8.3g}  {r.seconds:>5.1f}s  {'PASS' if r.ok else 'FAIL'}")
     passed = sum(r.ok for r in reports)
-    lines.append(f"{passed}/{len(reports)} passed (cells: max relative error vs the PyTorch reference; "
+    lines.append(f"{passed}/{len(reports)} passed (cells: max relative error vs the float64 PyTorch reference; "
                  f"'!' = above tolerance)")
     return "\n".join(lines)
 
