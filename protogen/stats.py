@@ -40,9 +40,7 @@ def batch_one(graph: Graph) -> dict[str, tuple]:
 def compute(graph: Graph, net: str = DEPLOY, input_shapes: dict | None = None) -> dict:
     """Stats of ``graph`` (the ``net`` view) at batch 1 unless ``input_shapes`` say otherwise."""
     view = graph.select(net=net)
-    if not any(l.phases for l in view.layers):
-        pass
-    else:
+    if any(l.phases for l in view.layers):
         view = view.select(phase="TEST")
     steps: list[Step] = view.steps(input_shapes if input_shapes is not None else batch_one(view))
     rows = []
