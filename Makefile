@@ -23,6 +23,7 @@ demo: $(STAMP)
 	mkdir -p build/demo
 	$(BIN)/protogen emit shufflenet_v1 --format prototxt -o build/demo/shufflenet_v1.prototxt
 	$(BIN)/protogen emit shufflenet_v1 --format caffemodel -o build/demo/shufflenet_v1.caffemodel
+	$(BIN)/protogen emit shufflenet_v1 --format onnx -o build/demo/shufflenet_v1.onnx
 	$(BIN)/protogen stats shufflenet_v1 | tail -n 1
 	$(BIN)/protogen verify shufflenet_v1
 
