@@ -50,13 +50,21 @@ def load_graph(source: str, args=None, extra=None):
     if is_model_file(source):
         if extra:
             raise ProtogenError(f"model options {' '.join(extra)} only apply to zoo models")
+        for opt in ("input_size", "num_classes"):
+            if args is not None and getattr(args, opt, None) is not None:
+                raise ProtogenError(f"--{opt.replace('_', '-')} only applies to zoo models; "
+                                    "a prototxt's own input shape is used", file=source)
         from .caffe.loader import load_prototxt
         graph = load_prototxt(source, phase=getattr(args, "phase_rule", None))
         return graph, None
+    model = zoo.get(source)
+    for a in extra or []:       # an unknown option is named as such, even without a value
+        if a.startswith("--"):
+            model.option(a[2:].split("=", 1)[0].replace("-", "_"))
     opts = _model_options(extra or [])
-    if args is not None and getattr(args, "input_size", None):
+    if args is not None and getattr(args, "input_size", None) is not None:
         opts["input_size"] = args.input_size
-    if args is not None and getattr(args, "num_classes", None):
+    if args is not None and getattr(args, "num_classes", None) is not None:
         opts["num_classes"] = args.num_classes
     net = zoo.build(source, _dialect(args) if args is not None and hasattr(args, "dialect") else None
                     or __import__("protogen.dialect", fromlist=["DEFAULT"]).DEFAULT, **opts)
@@ -94,7 +102,19 @@ def _out_bytes(args, data: bytes, binary: bool):
     sys.stdout.buffer.flush()
 
 
+def _in_file(source: str, fn):
+    """Run ``fn()``; an error about a prototxt's layers names the file as well."""
+    try:
+        return fn()
+    except ProtogenError as e:
+        raise e.with_context(file=source if is_model_file(source) else None) from None
+
+
 def cmd_emit(args, extra):
+    return _in_file(args.model, lambda: _emit(args, extra))
+
+
+def _emit(args, extra):
     from .ir import DEPLOY, TRAIN_VAL
     graph, net = load_graph(args.model, args, extra)
     which = DEPLOY if args.phase == "deploy" else TRAIN_VAL
@@ -129,7 +149,7 @@ def cmd_emit(args, extra):
 def cmd_stats(args, extra):
     from . import stats
     graph, _ = load_graph(args.model, args, extra)
-    s = stats.compute(graph)
+    s = _in_file(args.model, lambda: stats.compute(graph))
     print(json.dumps(s, indent=1) if args.json else stats.format_table(s))
     return 0
 

@@ -46,6 +46,12 @@ def load_source(src, weights=None, phase=None, input_shape=None, seed: int = 0):
             graph = resolve_phase(graph, phase)
         return graph, True
     from .caffe.loader import load_model
+    from .cli import is_model_file
+    if not is_model_file(src) and not Path(src).exists():
+        from . import zoo
+        if src in zoo.models() or any(src in m.aliases for m in zoo.models().values()):
+            raise ProtogenError(f"convert reads model files; for the zoo model '{src}' use "
+                                f"'protogen emit {src} --format onnx|prototxt|caffemodel'")
     graph = load_model(src, weights, phase=phase, input_shape=input_shape)
     if weights is None:
         from .weights import init_weights
@@ -85,6 +91,8 @@ def convert(src, output, *, weights=None, phase=None, input_shape=None, seed: in
     """Convert ``src`` to ``output`` (kind from its suffix). Returns a summary dict."""
     from .dialect import DEFAULT
     t0 = time.perf_counter()
+    if str(output).endswith(("/", "\\")):
+        raise ProtogenError("cannot write: is a directory (name an output file)", file=str(output))
     out = Path(output)
     kind = out.suffix.lower()
     if kind not in OUT_KINDS:

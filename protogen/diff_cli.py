@@ -12,9 +12,11 @@ from .ir import DEPLOY, TEST, TRAIN, TRAIN_VAL
 
 
 def _load(source: str, args):
-    from .cli import load_graph
-    ns = argparse.Namespace(phase_rule=None, input_size=args.input_size,
-                            num_classes=args.num_classes, dialect="default", shuffle=None,
+    from .cli import is_model_file, load_graph
+    zoo_model = not is_model_file(source)     # --input-size/--num-classes size zoo models only
+    ns = argparse.Namespace(phase_rule=None, input_size=args.input_size if zoo_model else None,
+                            num_classes=args.num_classes if zoo_model else None,
+                            dialect="default", shuffle=None,
                             depthwise=None)
     graph, _ = load_graph(source, ns, None)
     return graph

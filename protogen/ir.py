@@ -180,6 +180,10 @@ class Graph:
             for b in l.bottoms:
                 if b not in written:
                     later = [j for j, m in enumerate(self.layers) if j >= i and b in m.tops]
+                    if later and later[0] == i:
+                        raise ProtogenError(
+                            f"in-place bottom '{b}' is not produced by any earlier layer or input "
+                            "(a self-loop cycle)", file=file, layer=l.name)
                     if later:
                         raise ProtogenError(
                             f"bottom '{b}' is produced by layer '{self.layers[later[0]].name}', "

@@ -524,6 +524,8 @@ class _Importer:
                 getattr(self, f"op_{n.op_type}")(i, n, _attrs(n))
             except _Refuse as e:
                 problems.append((self.node_name(i), n.op_type, str(e)))
+                for t in n.output:      # a refused node has no outputs: its consumers are skipped
+                    self.blob.pop(t, None)
         if problems:
             raise UnsupportedError(problems, file=self.file)
         missing = [o for o in self.outputs if o not in self.blob]

@@ -64,7 +64,7 @@ class TorchNet(nn.Module):
                     raise ProtogenError(f"weight blob of shape {a.shape} does not fit {tuple(t.shape)}",
                                         layer=l.name)
                 with torch.no_grad():
-                    t.copy_(torch.from_numpy(np.ascontiguousarray(a).reshape(tuple(t.shape))))
+                    t.copy_(torch.as_tensor(np.array(a, copy=True).reshape(tuple(t.shape))))
         self._copied = True
 
     @property

@@ -13,9 +13,16 @@ def atomic_open(path, mode: str = "wb"):
 
     On any error the temporary file is removed, so no half-written output is ever left.
     """
+    from .errors import ProtogenError
+    shown = str(path)
+    if shown.endswith(("/", os.sep)) or Path(path).is_dir():
+        raise ProtogenError("cannot write: is a directory (name an output file)", file=shown)
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as e:
+        raise ProtogenError(f"cannot write: {e.strerror or e}", file=shown) from None
     try:
         # mkstemp creates 0600; give the file the mode a plain open() would (0666 & ~umask)
         umask = os.umask(0)
@@ -23,7 +30,10 @@ def atomic_open(path, mode: str = "wb"):
         os.fchmod(fd, 0o666 & ~umask)
         with os.fdopen(fd, mode) as f:
             yield f
-        os.replace(tmp, path)
+        try:
+            os.replace(tmp, path)
+        except OSError as e:
+            raise ProtogenError(f"cannot write: {e.strerror or e}", file=shown) from None
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)

@@ -50,6 +50,9 @@ def _verify_one(args, source: str, extra, dialect):
         # -> Input, losses and labels dropped), with real weights when given
         if extra:
             raise ProtogenError(f"model options {' '.join(extra)} only apply to zoo models")
+        if args.input_size is not None or args.num_classes is not None:
+            raise ProtogenError("--input-size and --num-classes only apply to zoo models "
+                                "(a prototxt takes --input-shape N,C,H,W)", file=source)
         from .caffe.loader import load_model
         graph = load_model(source, args.weights, phase=args.phase, input_shape=args.input_shape)
         net, loaded = None, args.weights is not None

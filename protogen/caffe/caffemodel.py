@@ -184,7 +184,10 @@ def read_caffemodel(path) -> CaffeModel:
             else:
                 head += buf[fs:e]
     except WireError as t:
-        raise ProtogenError(f"truncated or corrupt caffemodel ({t})", file=path) from None
+        hint = ""
+        if all(32 <= c < 127 or c in (9, 10, 13) for c in bytes(buf[:256])):
+            hint = "; it looks like a text file (a prototxt?), not a binary caffemodel"
+        raise ProtogenError(f"truncated or corrupt caffemodel ({t}){hint}", file=path) from None
 
     net = pb.NetParameter()
     try:

@@ -34,6 +34,8 @@ def load_prototxt(path, phase: str | None = None) -> Graph:
     msg = read_net(path)
     add_auto_tops(msg)
     g = graph_from_net_param(msg, file=str(path))
+    if not g.layers:
+        raise ProtogenError("the net has no layers or inputs (an empty file?)", file=str(path))
     return g.select(phase=phase) if phase else g
 
 

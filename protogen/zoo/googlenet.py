@@ -11,7 +11,10 @@ and their top-1/top-5 accuracies. Layer names are BVLC's (``inception_3a/1x1``,
 from __future__ import annotations
 
 from ..ir import ParamSpec
-from . import INPUT_SIZE, NUM_CLASSES, model
+from . import NUM_CLASSES, Option, model
+
+#: the auxiliary heads' 5x5 average pool needs a 5x5 map after inception_4a: >= 79 input
+INPUT_SIZE = Option("input_size", int, 224, range=(79, 2048), help="input height and width")
 
 #: Table 1 of the paper: #1x1, #3x3 reduce, #3x3, #5x5 reduce, #5x5, pool proj
 MODULES = {
