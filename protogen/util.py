@@ -6,6 +6,16 @@ import os
 import tempfile
 from pathlib import Path
 
+from .errors import ProtogenError
+
+
+class OutputError(ProtogenError, OSError):
+    """An output file cannot be written: one CLI line (exit 2), still an OSError for callers."""
+
+
+def _output_error(message: str, file: str) -> OutputError:
+    return OutputError(message, file=file)
+
 
 @contextlib.contextmanager
 def atomic_open(path, mode: str = "wb"):
@@ -13,16 +23,15 @@ def atomic_open(path, mode: str = "wb"):
 
     On any error the temporary file is removed, so no half-written output is ever left.
     """
-    from .errors import ProtogenError
     shown = str(path)
     if shown.endswith(("/", os.sep)) or Path(path).is_dir():
-        raise ProtogenError("cannot write: is a directory (name an output file)", file=shown)
+        raise _output_error("cannot write: is a directory (name an output file)", shown)
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     except OSError as e:
-        raise ProtogenError(f"cannot write: {e.strerror or e}", file=shown) from None
+        raise _output_error(f"cannot write: {e.strerror or e}", shown) from None
     try:
         # mkstemp creates 0600; give the file the mode a plain open() would (0666 & ~umask)
         umask = os.umask(0)
@@ -33,7 +42,7 @@ def atomic_open(path, mode: str = "wb"):
         try:
             os.replace(tmp, path)
         except OSError as e:
-            raise ProtogenError(f"cannot write: {e.strerror or e}", file=shown) from None
+            raise _output_error(f"cannot write: {e.strerror or e}", shown) from None
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
