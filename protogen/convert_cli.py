@@ -62,10 +62,9 @@ def load_source(src, weights=None, phase=None, input_shape=None, seed: int = 0):
 def _write_prototxt(src, out: Path, graph, weights, dialect) -> list[str]:
     from google.protobuf import text_format
 
-    from .caffe.caffemodel import read_caffemodel, write_caffemodel
+    from .caffe.caffemodel import read_caffemodel, write_caffemodel_to
     from .caffe.loader import read_net
-    from .util import write_text
-    written = []
+    from .util import atomic_open, write_text
     if str(src).endswith(".onnx"):
         from .caffe.prototxt import to_net_param
         from .ir import DEPLOY
@@ -77,13 +76,18 @@ def _write_prototxt(src, out: Path, graph, weights, dialect) -> list[str]:
         if weights is not None:
             blobs = {k: v for k, v in read_caffemodel(weights).blobs.items()}
             blobs.update({l.name: l.blobs for l in graph if l.blobs})   # normalised shapes
-    if weights is not None or str(src).endswith(".onnx"):
-        cm = out.with_suffix(".caffemodel")
-        write_caffemodel(cm, net, {lp.name: blobs[lp.name] for lp in net.layer if lp.name in blobs})
-        written.append(str(cm))
-    write_text(out, text_format.MessageToString(net))
-    written.insert(0, str(out))
-    return written
+    text = text_format.MessageToString(net)
+    if weights is None and not str(src).endswith(".onnx"):
+        write_text(out, text)
+        return [str(out)]
+    # both files go to temporary files first; the prototxt is renamed into place, then the
+    # caffemodel: an error before that leaves neither (nor any earlier pair) half-written
+    cm = out.with_suffix(".caffemodel")
+    with atomic_open(cm, "wb") as fc:
+        write_caffemodel_to(fc, net, {lp.name: blobs[lp.name] for lp in net.layer if lp.name in blobs})
+        with atomic_open(out, "w") as ft:
+            ft.write(text)
+    return [str(out), str(cm)]
 
 
 def convert(src, output, *, weights=None, phase=None, input_shape=None, seed: int = 0,

@@ -114,3 +114,17 @@ def test_real_weights_no_torch_warning(capsys):
         rc = main(["verify", str(MTCNN / "det1.prototxt"), "--weights",
                    str(MTCNN / "det1.caffemodel"), "--no-opencv"])
     assert rc == 0, capsys.readouterr().err
+
+
+@pytest.mark.skipif(not MTCNN.is_dir(), reason="../shared/corpus is absent")
+def test_convert_to_prototxt_writes_both_files_or_neither(tmp_path, capsys):
+    src, weights = MTCNN / "det1.prototxt", MTCNN / "det1.caffemodel"
+    # the prototxt target is unwritable (a directory): the caffemodel must not appear either
+    (tmp_path / "out.prototxt").mkdir()
+    err = _fail(capsys, "convert", src, "--weights", weights, "-o", tmp_path / "out.prototxt")
+    assert "is a directory" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.prototxt"]
+    assert list((tmp_path / "out.prototxt").iterdir()) == []
+    # and a writable target gets both
+    assert main(["convert", str(src), "--weights", str(weights), "-o", str(tmp_path / "ok.prototxt")]) == 0
+    assert (tmp_path / "ok.prototxt").stat().st_size > 0 and (tmp_path / "ok.caffemodel").stat().st_size > 0

@@ -39,33 +39,37 @@ def write_caffemodel(path, net_param, blobs: dict[str, list]) -> int:
 
     Returns the number of bytes written. The file appears atomically.
     """
+    with atomic_open(path, "wb") as f:
+        return write_caffemodel_to(f, net_param, blobs)
+
+
+def write_caffemodel_to(f, net_param, blobs: dict[str, list]) -> int:
+    """:func:`write_caffemodel` into an open binary file ``f``."""
     from . import pb
     blob_field = pb.LayerParameter.DESCRIPTOR.fields_by_name["blobs"].number
     layer_field = pb.NetParameter.DESCRIPTOR.fields_by_name["layer"].number
     head = pb.NetParameter()
     head.CopyFrom(net_param)
     del head.layer[:]
-    total = 0
-    with atomic_open(path, "wb") as f:
-        hb = head.SerializeToString()
-        f.write(hb)
-        total += len(hb)
-        for lp in net_param.layer:
-            meta = lp.SerializeToString()
-            parts = []
-            for arr in blobs.get(lp.name, ()):
-                body_head, a = _blob_bytes(arr)
-                parts.append((len_field(blob_field, len(body_head) + a.nbytes) + body_head, a))
-            size = len(meta) + sum(len(h) + a.nbytes for h, a in parts)
-            lead = len_field(layer_field, size)
-            f.write(lead)
-            f.write(meta)
-            total += len(lead) + len(meta)
-            for h, a in parts:
-                f.write(h)
-                if a.nbytes:
-                    f.write(memoryview(a).cast("B"))
-                total += len(h) + a.nbytes
+    hb = head.SerializeToString()
+    f.write(hb)
+    total = len(hb)
+    for lp in net_param.layer:
+        meta = lp.SerializeToString()
+        parts = []
+        for arr in blobs.get(lp.name, ()):
+            body_head, a = _blob_bytes(arr)
+            parts.append((len_field(blob_field, len(body_head) + a.nbytes) + body_head, a))
+        size = len(meta) + sum(len(h) + a.nbytes for h, a in parts)
+        lead = len_field(layer_field, size)
+        f.write(lead)
+        f.write(meta)
+        total += len(lead) + len(meta)
+        for h, a in parts:
+            f.write(h)
+            if a.nbytes:
+                f.write(memoryview(a).cast("B"))
+            total += len(h) + a.nbytes
     return total
 
 
