@@ -66,8 +66,9 @@ def load_graph(source: str, args=None, extra=None):
         opts["input_size"] = args.input_size
     if args is not None and getattr(args, "num_classes", None) is not None:
         opts["num_classes"] = args.num_classes
-    net = zoo.build(source, _dialect(args) if args is not None and hasattr(args, "dialect") else None
-                    or __import__("protogen.dialect", fromlist=["DEFAULT"]).DEFAULT, **opts)
+    from .dialect import DEFAULT
+    dialect = _dialect(args) if args is not None and hasattr(args, "dialect") else DEFAULT
+    net = zoo.build(source, dialect, **opts)
     return net.graph, net
 
 
@@ -148,7 +149,16 @@ def _emit(args, extra):
 
 def cmd_stats(args, extra):
     from . import stats
-    graph, _ = load_graph(args.model, args, extra)
+    if is_model_file(args.model) and (args.input_shape or args.phase):
+        # a train/test net whose data layer gives no size: its inference view at that shape
+        load_graph(args.model, args, extra)          # the same option checks as without
+        from .caffe.loader import load_model
+        graph = load_model(args.model, None, phase=args.phase, input_shape=args.input_shape)
+    elif args.input_shape or args.phase:
+        raise ProtogenError("--input-shape/--phase apply to prototxt files; zoo models take "
+                            "--input-size")
+    else:
+        graph, _ = load_graph(args.model, args, extra)
     s = _in_file(args.model, lambda: stats.compute(graph))
     print(json.dumps(s, indent=1) if args.json else stats.format_table(s))
     return 0
@@ -192,6 +202,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("stats", help="per-layer shapes, params, mult-adds and memory access")
     p.add_argument("model", help="zoo model name or .prototxt file")
     p.add_argument("--json", action="store_true")
+    p.add_argument("--input-shape", default=None,
+                   help="N,C,H,W for a prototxt whose data layer gives no size")
+    p.add_argument("--phase", choices=("train", "test"), default=None,
+                   help="which phase of a train_val prototxt (default: test)")
     _add_net_options(p)
     p.set_defaults(fn=cmd_stats)
 

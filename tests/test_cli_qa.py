@@ -128,3 +128,19 @@ def test_convert_to_prototxt_writes_both_files_or_neither(tmp_path, capsys):
     # and a writable target gets both
     assert main(["convert", str(src), "--weights", str(weights), "-o", str(tmp_path / "ok.prototxt")]) == 0
     assert (tmp_path / "ok.prototxt").stat().st_size > 0 and (tmp_path / "ok.caffemodel").stat().st_size > 0
+
+
+CIFAR_TRAIN_TEST = CORPUS / "bvlc_caffe" / "current" / "examples" / "cifar10" / "cifar10_full_train_test.prototxt"
+
+
+@pytest.mark.skipif(not CIFAR_TRAIN_TEST.is_file(), reason="../shared/corpus is absent")
+def test_stats_of_a_train_test_net_takes_an_input_shape(capsys):
+    # its Data layer has no crop_size: the error says how to give the size, and --input-shape works
+    assert "--input-shape" in _fail(capsys, "stats", CIFAR_TRAIN_TEST)
+    assert main(["stats", str(CIFAR_TRAIN_TEST), "--input-shape", "1,3,32,32", "--json"]) == 0
+    import json
+    s = json.loads(capsys.readouterr().out)
+    # cifar10_full: conv 3->32 5x5, conv 32->32 5x5, conv 32->64 5x5 (pad 2, 32->16->8 by the
+    # pools), ip 64*4*4 -> 10; each with bias
+    assert s["params"] == (5*5*3*32 + 32) + (5*5*32*32 + 32) + (5*5*32*64 + 64) + (64*4*4*10 + 10)
+    assert "--input-size" in _fail(capsys, "stats", "resnet18", "--input-shape", "1,3,32,32")

@@ -129,7 +129,7 @@ class Data(LayerType):
         size = p.crop_size or p.new_height
         if not size:
             raise ShapeError("the data blob's size is unknown: the layer has no crop_size "
-                             "(give the input shape explicitly)")
+                             "(give the input shape, e.g. --input-shape N,C,H,W)")
         w = p.crop_size or p.new_width
         shapes = [(p.batch_size, p.channels, size, w), (p.batch_size,)]
         return shapes[:n_tops]
