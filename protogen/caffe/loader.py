@@ -71,14 +71,8 @@ def parse_input_shape(text) -> tuple[int, ...]:
             raise ProtogenError(f"--input-shape must be integers like 1,3,224,224, got '{text}'") from None
     else:
         dims = tuple(int(d) for d in text)
-    if not dims or any(d <= 0 for d in dims):
-        raise ProtogenError(f"input shape {dims} must be non-empty with positive dimensions")
-    n = 1
-    for d in dims:
-        n *= d
-    if n > 2 ** 36:
-        raise ProtogenError(f"absurd input shape {dims} ({n} elements)")
-    return dims
+    from ..layers.io import check_input_shape
+    return check_input_shape(dims)
 
 
 def inference_view(graph: Graph, input_shape=None, file: str | None = None) -> Graph:

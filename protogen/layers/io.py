@@ -1,10 +1,27 @@
 """Data sources and training-only layers: Input, Data, ImageData, SoftmaxWithLoss, Accuracy."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from ..errors import ProtogenError, ShapeError
 from .base import LayerType, register
+
+
+#: the most elements an input blob may have: refused before anything is allocated
+MAX_INPUT_ELEMENTS = 2 ** 36
+
+
+def check_input_shape(dims) -> tuple[int, ...]:
+    """``dims`` as a tuple of ints, or a clear error for an empty, non-positive or absurd shape."""
+    dims = tuple(int(d) for d in dims)
+    if not dims or any(d <= 0 for d in dims):
+        raise ProtogenError(f"input shape {dims} must be non-empty with positive dimensions")
+    n = 1
+    for d in dims:
+        n *= d
+    if n > MAX_INPUT_ELEMENTS:
+        raise ProtogenError(f"absurd input shape {dims} ({n} elements)")
+    return dims
 
 
 @dataclass(frozen=True)
@@ -23,13 +40,7 @@ class Input(LayerType):
 
     def validate(self, p):
         for s in p.shape:
-            if any(d <= 0 for d in s):
-                raise ProtogenError(f"input shape {tuple(s)} has a non-positive dimension")
-            n = 1
-            for d in s:
-                n *= d
-            if n > 2**36:
-                raise ProtogenError(f"absurd input shape {tuple(s)} ({n} elements)")
+            check_input_shape(s)
 
     def parse(self, lp):
         p = InputParams(shape=tuple(tuple(int(d) for d in s.dim) for s in lp.input_param.shape))
