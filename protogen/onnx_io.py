@@ -27,6 +27,7 @@ import numpy as np
 
 from .errors import ProtogenError, ShapeError
 from .ir import DEPLOY, Dataflow, Graph, Step
+from .util import unique_name
 from .wire import LEN, fields, len_field
 
 #: models whose initializers exceed this many bytes are written with ONNX external data
@@ -83,12 +84,7 @@ class OnnxContext(Dataflow):
     def tmp(self, hint: str) -> str:
         """A fresh value name ``<layer>/<hint>`` that clashes with nothing."""
         base = f"{self.current.layer.name}/{hint}" if self.current else hint
-        name, k = base, 1
-        while name in self._used:
-            k += 1
-            name = f"{base}_{k}"
-        self._used.add(name)
-        return name
+        return unique_name(base, self._used)
 
     def const(self, hint: str, value, dtype=np.float32) -> str:
         """An initializer holding ``value``; returns its name."""

@@ -25,6 +25,7 @@ import numpy as np
 
 from .errors import ProtogenError, UnsupportedError
 from .ir import DEPLOY, Dataflow, Graph, Step
+from .util import unique_name
 
 #: names the generated file uses itself, and Python's builtins (a blob named 'sum' or
 #: 'input' would shadow one): variables and attributes never take them
@@ -90,13 +91,8 @@ class SourceContext(Dataflow):
         """The local variable holding blob ``blob``."""
         v = self._vars.get(blob)
         if v is None:
-            base = identifier(blob)
-            v, k = base, 1
-            while v in self._var_names:
-                k += 1
-                v = f"{base}_{k}"
+            v = unique_name(identifier(blob), self._var_names)
             self._vars[blob] = v
-            self._var_names.add(v)
         return v
 
     def x(self, i: int = 0) -> str:
@@ -118,12 +114,7 @@ class SourceContext(Dataflow):
         base = identifier(l.name + (f"_{suffix}" if suffix else ""))
         if base in self._module_attrs:          # e.g. a layer named 'train' or 'forward'
             base += "_"
-        name, k = base, 1
-        while name in self._attrs:
-            k += 1
-            name = f"{base}_{k}"
-        self._attrs.add(name)
-        return name
+        return unique_name(base, self._attrs)
 
     def _comment(self, extra: str = "") -> str:
         l = self.current.layer

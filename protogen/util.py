@@ -1,4 +1,4 @@
-"""Small shared helpers: atomic file output."""
+"""Small shared helpers: atomic file output, unique names."""
 from __future__ import annotations
 
 import contextlib
@@ -57,3 +57,13 @@ def write_text(path, text: str) -> None:
 def write_bytes(path, data: bytes) -> None:
     with atomic_open(path, "wb") as f:
         f.write(data)
+
+
+def unique_name(base: str, used: set) -> str:
+    """``base``, else ``base_2``, ``base_3``... : the first not in ``used`` (which gets it)."""
+    name, k = base, 1
+    while name in used:
+        k += 1
+        name = f"{base}_{k}"
+    used.add(name)
+    return name
