@@ -32,7 +32,7 @@ from protogen.ir import DEPLOY  # noqa: E402
 from protogen.onnx_io import export_onnx  # noqa: E402
 from protogen.weights import init_weights, seeded_input  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 # conv -> BatchNorm (scale factor 4) + Scale (folded into one BatchNormalization) ->
 # InnerProduct over axis 2 (lowered as MatMul with W^T: a non-contiguous view) ->

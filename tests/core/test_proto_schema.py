@@ -22,7 +22,7 @@ from google.protobuf.descriptor import FieldDescriptor
 
 from protogen.caffe import caffe_pb2
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 GEN_SCRIPT = REPO_ROOT / "scripts" / "gen_proto.py"
 
 

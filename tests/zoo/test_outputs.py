@@ -8,7 +8,7 @@ import pytest
 
 from protogen import zoo
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 OUTPUTS = REPO / "outputs"
 
 

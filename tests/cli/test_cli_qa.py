@@ -5,10 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from tests.helpers import CORPUS_SKIP_REASON
 
 from protogen.cli import main
 
-CORPUS = Path(__file__).resolve().parents[1].parent / "shared" / "corpus"
+from tests.helpers import CORPUS  # noqa: E402
 MTCNN = CORPUS / "kpzhang93_mtcnn"
 
 
@@ -86,13 +87,13 @@ def test_convert_zoo_name_points_to_emit(tmp_path, capsys):
     assert "protogen emit resnet18" in err and not (tmp_path / "r.onnx").exists()
 
 
-@pytest.mark.skipif(not MTCNN.is_dir(), reason="corpus absent")
+@pytest.mark.skipif(not MTCNN.is_dir(), reason=CORPUS_SKIP_REASON)
 def test_prototxt_given_as_weights(capsys):
     err = _fail(capsys, "verify", MTCNN / "det1.prototxt", "--weights", MTCNN / "det1.prototxt")
     assert "looks like a text file" in err
 
 
-@pytest.mark.skipif(not MTCNN.is_dir(), reason="corpus absent")
+@pytest.mark.skipif(not MTCNN.is_dir(), reason=CORPUS_SKIP_REASON)
 def test_onnx_input_shape_too_small(tmp_path, capsys):
     pytest.importorskip("onnx")
     onnx = tmp_path / "det1.onnx"
@@ -105,7 +106,7 @@ def test_onnx_input_shape_too_small(tmp_path, capsys):
     assert not out.exists() and not out.with_suffix(".caffemodel").exists()
 
 
-@pytest.mark.skipif(not MTCNN.is_dir(), reason="corpus absent")
+@pytest.mark.skipif(not MTCNN.is_dir(), reason=CORPUS_SKIP_REASON)
 def test_real_weights_no_torch_warning(capsys):
     pytest.importorskip("torch")
     import warnings
@@ -116,7 +117,7 @@ def test_real_weights_no_torch_warning(capsys):
     assert rc == 0, capsys.readouterr().err
 
 
-@pytest.mark.skipif(not MTCNN.is_dir(), reason="../shared/corpus is absent")
+@pytest.mark.skipif(not MTCNN.is_dir(), reason=CORPUS_SKIP_REASON)
 def test_convert_to_prototxt_writes_both_files_or_neither(tmp_path, capsys):
     src, weights = MTCNN / "det1.prototxt", MTCNN / "det1.caffemodel"
     # the prototxt target is unwritable (a directory): the caffemodel must not appear either
@@ -133,7 +134,7 @@ def test_convert_to_prototxt_writes_both_files_or_neither(tmp_path, capsys):
 CIFAR_TRAIN_TEST = CORPUS / "bvlc_caffe" / "current" / "examples" / "cifar10" / "cifar10_full_train_test.prototxt"
 
 
-@pytest.mark.skipif(not CIFAR_TRAIN_TEST.is_file(), reason="../shared/corpus is absent")
+@pytest.mark.skipif(not CIFAR_TRAIN_TEST.is_file(), reason=CORPUS_SKIP_REASON)
 def test_stats_of_a_train_test_net_takes_an_input_shape(capsys):
     # its Data layer has no crop_size: the error says how to give the size, and --input-shape works
     assert "--input-shape" in _fail(capsys, "stats", CIFAR_TRAIN_TEST)

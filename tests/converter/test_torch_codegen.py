@@ -40,8 +40,8 @@ from protogen.torch_codegen import graph_to_torch_source, identifier, write_torc
 from protogen.torch_ref import TorchNet  # noqa: E402
 from protogen.weights import calibrate_batchnorm, init_weights, seeded_input  # noqa: E402
 
-CORPUS = Path(__file__).resolve().parents[1].parent / "shared" / "corpus"
-needs_corpus = pytest.mark.skipif(not CORPUS.is_dir(), reason="shared corpus not present")
+from tests.helpers import CORPUS  # noqa: E402
+from tests.helpers import needs_corpus  # noqa: E402
 RTOL = 1e-4
 
 

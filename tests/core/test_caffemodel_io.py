@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from tests.helpers import CORPUS_SKIP_REASON
 
 from protogen import Net
 from protogen.caffe import pb
@@ -16,7 +17,7 @@ from protogen.errors import ProtogenError
 from protogen.ir import DEPLOY
 from protogen.weights import init_weights
 
-CORPUS = Path(__file__).resolve().parents[1].parent / "shared" / "corpus"
+from tests.helpers import CORPUS  # noqa: E402
 LENET = CORPUS / "everpeace_caffe" / "examples" / "mnist" / "lenet_iter_10000.caffemodel"
 
 
@@ -106,7 +107,7 @@ def test_failed_write_leaves_no_file(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-@pytest.mark.skipif(not LENET.exists(), reason="shared corpus not available")
+@pytest.mark.skipif(not LENET.exists(), reason=CORPUS_SKIP_REASON)
 def test_v1_lenet_from_corpus():
     m = read_caffemodel(LENET)
     assert m.format == "V1"

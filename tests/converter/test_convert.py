@@ -11,8 +11,8 @@ from protogen.caffe.caffemodel import read_caffemodel
 from protogen.caffe.loader import load_model
 from protogen.cli import main
 
-CORPUS = Path(__file__).resolve().parents[1].parent / "shared" / "corpus"
-needs_corpus = pytest.mark.skipif(not CORPUS.is_dir(), reason="shared corpus not present")
+from tests.helpers import CORPUS  # noqa: E402
+from tests.helpers import needs_corpus  # noqa: E402
 
 LENET = ("everpeace_caffe/examples/mnist/lenet.prototxt", "everpeace_caffe/examples/mnist/lenet_iter_10000.caffemodel")
 DET1 = ("kpzhang93_mtcnn/det1.prototxt", "kpzhang93_mtcnn/det1.caffemodel")

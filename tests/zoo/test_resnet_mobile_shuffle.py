@@ -16,6 +16,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
+from tests.helpers import CORPUS_SKIP_REASON
 
 from protogen import zoo
 from protogen.caffe.loader import load_prototxt
@@ -27,7 +28,7 @@ from protogen.stats import compute
 from protogen.zoo.mobilenet import make_divisible
 from protogen.zoo.xception import same_pool_pad
 
-CORPUS = Path(__file__).resolve().parents[1].parent / "shared" / "corpus"
+from tests.helpers import CORPUS  # noqa: E402
 MSRA = CORPUS / "kaiminghe_deep-residual-networks"
 
 _STATS: dict = {}
@@ -129,7 +130,7 @@ def _msra_names(graph):
     return [l.name for l in graph.layers if l.type != "Input"]
 
 
-@pytest.mark.skipif(not MSRA.is_dir(), reason="shared corpus (MSRA ResNet prototxts) not present")
+@pytest.mark.skipif(not MSRA.is_dir(), reason=CORPUS_SKIP_REASON)
 @pytest.mark.parametrize("depth", [50, 101, 152])
 def test_resnet_matches_msra_release(depth):
     """Same layers, types, parameters, wiring and blob shapes as the MSRA deploy prototxt
@@ -381,7 +382,7 @@ def test_bvlc_dialect_loads_with_same_output(name):
 
 
 def test_cli_stats_and_bad_option():
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     r = subprocess.run([sys.executable, "-m", "protogen", "stats", "resnet50", "--variant", "v1.5"],
                        cwd=root, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr

@@ -5,6 +5,7 @@ import json
 from pathlib import Path
 
 import pytest
+from tests.helpers import CORPUS_SKIP_REASON
 
 from protogen.caffe.loader import load_prototxt
 from protogen.caffe.prototxt import parse_prototxt, graph_from_net_param, to_prototxt
@@ -12,7 +13,7 @@ from protogen.cli import main
 from protogen.diff import diff_graphs
 from protogen.dsl import Net, TrainData
 
-CORPUS = Path(__file__).resolve().parents[1].parent / "shared" / "corpus"
+from tests.helpers import CORPUS  # noqa: E402
 BVLC = CORPUS / "bvlc_caffe"
 
 
@@ -125,7 +126,7 @@ def test_train_val_loss_weights():
     assert d.what == "loss_weight"
 
 
-@pytest.mark.skipif(not (BVLC / "current").is_dir(), reason="corpus not present")
+@pytest.mark.skipif(not (BVLC / "current").is_dir(), reason=CORPUS_SKIP_REASON)
 def test_bvlc_googlenet_versions_are_equal_and_train_net_has_aux_heads():
     cur = BVLC / "current/models/bvlc_googlenet"
     old = BVLC / "history_0d9a78f5a_v2_input_shape/models/bvlc_googlenet/deploy.prototxt"
@@ -135,7 +136,7 @@ def test_bvlc_googlenet_versions_are_equal_and_train_net_has_aux_heads():
     assert d.what == "missing" and d.a_layer == "prob"
 
 
-@pytest.mark.skipif(not (BVLC / "current").is_dir(), reason="corpus not present")
+@pytest.mark.skipif(not (BVLC / "current").is_dir(), reason=CORPUS_SKIP_REASON)
 def test_cli_exit_codes(capsys):
     dep = str(BVLC / "current/models/bvlc_googlenet/deploy.prototxt")
     assert main(["diff", dep, dep]) == 0

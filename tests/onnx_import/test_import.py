@@ -506,7 +506,7 @@ def test_cli_converts_onnx_to_caffe(torch_models, tmp_path):
     path = torch_models["channel_shuffle"][0]
     out = tmp_path / "shuffle.prototxt"
     r = subprocess.run([sys.executable, "-m", "protogen", "convert", str(path), "-o", str(out)],
-                       capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1])
+                       capture_output=True, text=True, cwd=Path(__file__).resolve().parents[2])
     assert r.returncode == 0, r.stderr
     assert out.exists() and out.with_suffix(".caffemodel").exists()
     assert "Permute" in out.read_text()    # default dialect writes the shuffle as Reshape/Permute/Reshape

@@ -19,7 +19,7 @@ from protogen.onnx_io import export_onnx  # noqa: E402
 from protogen.torch_ref import TorchNet  # noqa: E402
 from protogen.weights import init_weights, seeded_input  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def rel_err(got, want):

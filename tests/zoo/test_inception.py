@@ -11,16 +11,17 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from tests.helpers import CORPUS_SKIP_REASON
 
 from protogen import stats, zoo
 from protogen.caffe.loader import load_prototxt
 from protogen.caffe.prototxt import graph_from_net_param, parse_prototxt, to_prototxt
 from protogen.diff import diff_graphs, param_differences
 
-CORPUS = Path(__file__).resolve().parents[1].parent / "shared" / "corpus"
+from tests.helpers import CORPUS  # noqa: E402
 BVLC_GOOGLENET = CORPUS / "bvlc_caffe" / "current" / "models" / "bvlc_googlenet"
 LIM0606 = CORPUS / "lim0606_caffe-googlenet-bn" / "deploy.prototxt"
-needs_corpus = pytest.mark.skipif(not BVLC_GOOGLENET.is_dir(), reason="corpus not present")
+needs_corpus = pytest.mark.skipif(not BVLC_GOOGLENET.is_dir(), reason=CORPUS_SKIP_REASON)
 
 
 def build_stats(name, net="deploy", **opts):
@@ -168,7 +169,7 @@ def test_bn_inception_params_and_macs():
     assert not [l for l in g if l.type in ("LRN", "Dropout")]
 
 
-@pytest.mark.skipif(not LIM0606.is_file(), reason="corpus not present")
+@pytest.mark.skipif(not LIM0606.is_file(), reason=CORPUS_SKIP_REASON)
 def test_bn_inception_structure_equals_lim0606_caffe_port():
     from protogen.caffe.upgrade import upgrade_net
     text = LIM0606.read_text()

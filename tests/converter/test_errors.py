@@ -13,8 +13,8 @@ from protogen.caffe.loader import load_model, read_net
 from protogen.cli import main
 from protogen.errors import ProtogenError
 
-CORPUS = Path(__file__).resolve().parents[1].parent / "shared" / "corpus"
-needs_corpus = pytest.mark.skipif(not CORPUS.is_dir(), reason="shared corpus not present")
+from tests.helpers import CORPUS  # noqa: E402
+from tests.helpers import needs_corpus  # noqa: E402
 
 SMALL = '''name: "small"
 input: "data" input_dim: 1 input_dim: 2 input_dim: 6 input_dim: 6

@@ -10,8 +10,8 @@ from protogen.caffe.prototxt import parse_prototxt
 from protogen.caffe.upgrade import upgrade_net
 from protogen.errors import ProtogenError
 
-CORPUS = Path(__file__).resolve().parents[1].parent / "shared" / "corpus"
-needs_corpus = pytest.mark.skipif(not CORPUS.is_dir(), reason="shared corpus not present")
+from tests.helpers import CORPUS  # noqa: E402
+from tests.helpers import needs_corpus  # noqa: E402
 
 
 def _net(text):

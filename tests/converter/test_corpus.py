@@ -17,8 +17,9 @@ import pytest
 from protogen.caffe.loader import load_model
 from protogen.errors import ProtogenError, UnsupportedError
 
-CORPUS = Path(__file__).resolve().parents[1].parent / "shared" / "corpus"
-pytestmark = pytest.mark.skipif(not (CORPUS / "MANIFEST.tsv").is_file(), reason="shared corpus not present")
+from tests.helpers import CORPUS  # noqa: E402
+from tests.helpers import needs_corpus  # noqa: E402
+pytestmark = needs_corpus
 
 CONVERT = "convert"            # loads, every shape infers
 REFUSE = "refuse"              # UnsupportedError listing every unsupported type/parameter
