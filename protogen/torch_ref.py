@@ -40,6 +40,8 @@ class TorchNet(nn.Module):
                 keys.append(key)
             self._keys.append(keys)
         self._copied = False
+        # follows .double()/.float()/.to() like the weights do, also in nets without weights
+        self.register_buffer("_dtype_probe", torch.zeros(0, dtype=torch.float32), persistent=False)
 
     @classmethod
     def from_graph(cls, graph: Graph, input_shapes: dict | None = None) -> "TorchNet":
@@ -71,11 +73,7 @@ class TorchNet(nn.Module):
     def dtype(self) -> torch.dtype:
         """The weights' floating type: float32, or float64 after ``net.double()`` (inputs are
         cast to it; protogen.verify runs its reference in float64)."""
-        for t in self.parameters():
-            return t.dtype
-        for t in self.buffers():
-            return t.dtype
-        return torch.float32
+        return self._dtype_probe.dtype
 
     def layer_blobs(self, name: str) -> list[torch.Tensor]:
         for st, keys in zip(self.steps, self._keys):

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from .._lazy import numpy as np
 
 from ..errors import ProtogenError, ShapeError
-from .base import LayerType, layer_blobs, register
+from .base import Example, LayerType, layer_blobs, register
 
 
 class _Elementwise(LayerType):
@@ -22,6 +22,7 @@ class ReLUParams:
 @register
 class ReLU(_Elementwise):
     type = "ReLU"
+    examples = (Example(), Example(params=dict(negative_slope=0.1)))
     param_field = "relu_param"
     Params = ReLUParams
 
@@ -48,6 +49,7 @@ class ReLU(_Elementwise):
 class ReLU6(_Elementwise):
     """min(max(x, 0), 6): not in upstream Caffe; the bvlc dialect writes it as Clip."""
     type = "ReLU6"
+    examples = (Example(data=lambda rng, s: [rng.standard_normal(s[0]) * 5]),)
 
     def to_onnx(self, ctx, step):
         ctx.op("Clip", [ctx.name(step.inputs[0]), ctx.const("min", np.float32(0)),
@@ -77,6 +79,7 @@ class ClipParams:
 @register
 class Clip(_Elementwise):
     type = "Clip"
+    examples = (Example(params=dict(min=-0.5, max=0.7)),)
     param_field = "clip_param"
     Params = ClipParams
 
@@ -109,6 +112,7 @@ class PReLUParams:
 @register
 class PReLU(_Elementwise):
     type = "PReLU"
+    examples = (Example(ins=[(2, 4, 3, 3)]), Example(params=dict(channel_shared=True)))
     param_field = "prelu_param"
     Params = PReLUParams
 
@@ -146,6 +150,7 @@ class PReLU(_Elementwise):
 @register
 class Sigmoid(_Elementwise):
     type = "Sigmoid"
+    examples = (Example(),)
 
     def to_onnx(self, ctx, step):
         ctx.op("Sigmoid", [ctx.name(step.inputs[0])], step.outputs[0])
@@ -162,6 +167,7 @@ class Sigmoid(_Elementwise):
 @register
 class TanH(_Elementwise):
     type = "TanH"
+    examples = (Example(),)
 
     def to_onnx(self, ctx, step):
         ctx.op("Tanh", [ctx.name(step.inputs[0])], step.outputs[0])
@@ -178,6 +184,7 @@ class TanH(_Elementwise):
 @register
 class AbsVal(_Elementwise):
     type = "AbsVal"
+    examples = (Example(),)
 
     def to_onnx(self, ctx, step):
         ctx.op("Abs", [ctx.name(step.inputs[0])], step.outputs[0])
@@ -201,6 +208,10 @@ class PowerParams:
 class Power(_Elementwise):
     """y = (shift + scale * x) ^ power"""
     type = "Power"
+    examples = (Example(params=dict(power=2.0, scale=0.5, shift=1.0)),
+                Example(params=dict(power=0.5, scale=2.0),
+                        data=lambda rng, s: [rng.uniform(0.1, 2.0, s[0])]),
+                Example(params=dict(scale=-1.5, shift=0.25)))
     param_field = "power_param"
     Params = PowerParams
 
@@ -245,6 +256,7 @@ class DropoutParams:
 class Dropout(_Elementwise):
     """Identity at test time (Caffe scales at training time)."""
     type = "Dropout"
+    examples = (Example(params=dict(dropout_ratio=0.3)),)
     param_field = "dropout_param"
     Params = DropoutParams
     benign_param_fields = LayerType.benign_param_fields | {"scale_train"}

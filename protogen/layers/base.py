@@ -6,6 +6,26 @@ written to Caffe's ``LayerParameter``, the shape rule, the weight-blob shapes, t
 initialisation, the cost (learnable params, multiply-adds, memory access), and — added by the
 backends' issues in the same class — the ONNX lowering and the PyTorch forward.
 
+Declaring examples (every new type must): give the class a tuple ``examples`` of
+:class:`Example` cases; ``tests/layers/test_registry.py`` then checks each case through every
+backend (shape rule == the torch forward's actual output shape; ONNX lowering run by ONNX
+Runtime == the float64 torch forward within 1e-5 relative; the generated ``torch_source``
+module == the torch forward; prototxt written and read back gives the same params)::
+
+    examples = (
+        Example(params=dict(num_output=8, kernel_size=3), ins=[(2, 4, 9, 9)]),
+        Example(params=dict(num_output=6, kernel_size=3, group=2, pad=1), ins=[(2, 4, 7, 7)]),
+    )
+
+``params`` are fields of the type's Caffe parameter message (``convolution_param`` here), as
+they are written in a prototxt (a scalar for a repeated field is one value; enums by name;
+nested messages as dicts); they go through the type's own ``parse``. ``ins`` are the bottom
+shapes; ``n_tops`` the number of tops; ``data`` a function ``(rng, shapes) -> [arrays]`` when
+the inputs must lie in a domain (positive values, labels); ``skip`` names checks that do not
+apply, with the reason in ``why`` (e.g. ``skip=("onnx",), why="no ONNX form"``). A type
+that cannot run at inference (data layers, losses) declares no examples and is listed by name
+in the test's allow-list.
+
 Memory access cost (MAC) follows the ShuffleNet V2 paper: the number of elements a layer
 reads and writes, i.e. ``sum(input sizes) + sum(output sizes) + weight sizes`` for batch 1.
 For a 1x1 convolution with equal input/output spatial size this is ``h*w*(c1+c2) + c1*c2``
@@ -17,8 +37,8 @@ from __future__ import annotations
 import dataclasses
 import math
 import struct
-from dataclasses import dataclass
-from typing import Any, ClassVar
+from dataclasses import dataclass, field
+from typing import Any, Callable, ClassVar
 
 from .._lazy import numpy as np
 
@@ -45,6 +65,66 @@ class Cost:
 @dataclass(frozen=True)
 class NoParams:
     pass
+
+
+#: the per-type checks of tests/layers/test_registry.py that an Example may skip
+EXAMPLE_CHECKS = ("shape", "onnx", "torch_source", "roundtrip")
+
+
+@dataclass(frozen=True)
+class Example:
+    """One example case of a layer type (see the module docstring): Caffe param-message fields,
+    input shapes, and the number of tops."""
+    params: Any = field(default_factory=dict)
+    ins: tuple = ((2, 3, 5, 5),)
+    n_tops: int = 1
+    #: ``(numpy Generator, list of shapes) -> list of float32 arrays``; default standard normal
+    data: Callable | None = None
+    #: checks (of EXAMPLE_CHECKS) that do not apply to this case, and why
+    skip: tuple = ()
+    why: str = ""
+    #: relative tolerance of the float32 runtimes against the float64 reference
+    rtol: float = 1e-5
+
+    def __post_init__(self):
+        object.__setattr__(self, "ins", tuple(tuple(int(d) for d in s) for s in self.ins))
+        bad = set(self.skip) - set(EXAMPLE_CHECKS)
+        if bad:
+            raise ValueError(f"unknown checks {sorted(bad)} (choose from {EXAMPLE_CHECKS})")
+        if self.skip and not self.why:
+            raise ValueError("an Example that skips a check says why")
+
+    def layer_param(self, kind: "LayerType"):
+        """A ``caffe_pb2.LayerParameter`` of type ``kind`` carrying these params."""
+        from google.protobuf import json_format
+
+        from ..caffe import pb
+        lp = pb.LayerParameter(name="layer", type=kind.type)
+        if self.params and not isinstance(self.params, dict):
+            raise TypeError("Example.params is a dict of Caffe param-message fields")
+        if self.params:
+            if kind.param_field is None:
+                raise ValueError(f"{kind.type} has no parameter message")
+            msg = getattr(lp, kind.param_field)
+            d = {}
+            for k, v in self.params.items():
+                fd = msg.DESCRIPTOR.fields_by_name.get(k)
+                if fd is None:
+                    raise ValueError(f"{kind.param_field} has no field '{k}'")
+                d[k] = [v] if fd.is_repeated and not isinstance(v, (list, tuple)) else v
+            json_format.ParseDict(d, msg, ignore_unknown_fields=False)
+        return lp
+
+    def make_params(self, kind: "LayerType"):
+        """The type's parsed Params for this case (through ``kind.parse``)."""
+        return kind.parse(self.layer_param(kind))
+
+    def inputs(self, seed: int = 0) -> list:
+        """The example's float32 input arrays."""
+        rng = np.random.default_rng(seed)
+        if self.data is not None:
+            return [np.asarray(a, np.float32) for a in self.data(rng, list(self.ins))]
+        return [rng.standard_normal(s).astype(np.float32) for s in self.ins]
 
 
 def _f32(x: float) -> float:
@@ -82,6 +162,9 @@ class LayerType:
     #: fields of the param message that are read but have no effect at inference
     benign_param_fields: ClassVar[frozenset] = frozenset(
         {"weight_filler", "bias_filler", "filler", "engine"})
+    #: example cases checked by tests/layers/test_registry.py through every backend (see
+    #: the module docstring); a type without examples must be in that test's allow-list
+    examples: ClassVar[tuple] = ()
 
     # ----------------------------------------------------------- parameters
     def validate(self, p) -> None:

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from .._lazy import numpy as np
 
 from ..errors import ProtogenError, ShapeError
-from .base import LayerType, he_normal, layer_blobs, numel, register, require_rank, spatial_pair
+from .base import Example, LayerType, he_normal, layer_blobs, numel, register, require_rank, spatial_pair
 
 
 @dataclass(frozen=True)
@@ -150,6 +150,11 @@ class _ConvBase(LayerType):
 @register
 class Convolution(_ConvBase):
     type = "Convolution"
+    examples = (Example(params=dict(num_output=8, kernel_size=3), ins=[(2, 4, 9, 9)]),
+                Example(params=dict(num_output=6, kernel_size=3, stride=2, pad=1, group=2),
+                        ins=[(2, 4, 9, 8)]),
+                Example(params=dict(num_output=5, kernel_h=3, kernel_w=1, pad_h=2, dilation=2,
+                                    bias_term=False), ins=[(2, 3, 7, 6)]))
 
     def caffe_layers(self, layer, dialect, shapes=None) -> list:
         lps = super().caffe_layers(layer, dialect, shapes)
@@ -186,6 +191,7 @@ class Convolution(_ConvBase):
 class ConvolutionDepthwise(Convolution):
     """Fork spelling of a depthwise convolution (group = channels), read as Convolution."""
     type = "ConvolutionDepthwise"
+    examples = (Example(params=dict(num_output=4, kernel_size=3, pad=1, group=4), ins=[(2, 4, 7, 7)]),)
     aliases = ("DepthwiseConvolution",)
 
     def parse(self, lp) -> ConvParams:
@@ -205,6 +211,9 @@ class ConvolutionDepthwise(Convolution):
 @register
 class Deconvolution(_ConvBase):
     type = "Deconvolution"
+    examples = (Example(params=dict(num_output=6, kernel_size=4, stride=2, pad=1), ins=[(2, 4, 5, 5)]),
+                Example(params=dict(num_output=4, kernel_size=3, group=2, bias_term=False),
+                        ins=[(2, 4, 4, 6)]))
 
     @staticmethod
     def _weight_shape(p, cin):
@@ -251,6 +260,8 @@ class InnerProductParams:
 @register
 class InnerProduct(LayerType):
     type = "InnerProduct"
+    examples = (Example(params=dict(num_output=7), ins=[(2, 4, 3, 3)]),
+                Example(params=dict(num_output=5, bias_term=False), ins=[(3, 6)]))
     param_field = "inner_product_param"
     Params = InnerProductParams
 

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from .._lazy import numpy as np
 
 from ..errors import ProtogenError, ShapeError
-from .base import LayerType, layer_blobs, numel, register
+from .base import Example, LayerType, layer_blobs, numel, register
 
 
 @dataclass(frozen=True)
@@ -23,6 +23,7 @@ class BatchNorm(LayerType):
     Inference: f = 0 if s == 0 else 1/s; y = (x - f*b0) / sqrt(f*b1 + eps).
     """
     type = "BatchNorm"
+    examples = (Example(ins=[(2, 4, 5, 5)]), Example(params=dict(eps=1e-3), ins=[(3, 6)]))
     param_field = "batch_norm_param"
     Params = BatchNormParams
     inplace = True
@@ -174,6 +175,8 @@ class ScaleParams:
 class Scale(LayerType):
     """y = x * gamma (+ beta), gamma broadcast along ``axis`` (a blob, or the 2nd bottom)."""
     type = "Scale"
+    examples = (Example(params=dict(bias_term=True), ins=[(2, 4, 5, 5)]), Example(ins=[(2, 4, 5, 5)]),
+                Example(ins=[(2, 4, 5, 5), (2, 4)], params=dict(axis=0)))
     param_field = "scale_param"
     Params = ScaleParams
     n_bottoms = (1, 2)
@@ -251,6 +254,7 @@ class BiasParams:
 @register
 class Bias(LayerType):
     type = "Bias"
+    examples = (Example(ins=[(2, 4, 5, 5)]),)
     param_field = "bias_param"
     Params = BiasParams
     n_bottoms = (1, 2)
@@ -297,6 +301,9 @@ class LRN(LayerType):
     """ACROSS_CHANNELS: y = x * (k + alpha/n * sum_{n neighbouring channels} x^2)^-beta.
     WITHIN_CHANNEL: y = x * (1 + alpha/n^2 * sum_{n x n window} x^2)^-beta (k ignored)."""
     type = "LRN"
+    examples = (Example(params=dict(local_size=5, alpha=1.0, beta=0.75, k=2.0), ins=[(2, 8, 5, 5)]),
+                Example(params=dict(local_size=3, alpha=2.0, beta=0.75, norm_region="WITHIN_CHANNEL"),
+                        ins=[(2, 3, 6, 5)]))
     param_field = "lrn_param"
     Params = LRNParams
 

@@ -5,7 +5,7 @@ import math
 from dataclasses import dataclass
 
 from ..errors import ProtogenError, ShapeError
-from .base import LayerType, register, require_rank, spatial_pair
+from .base import Example, LayerType, register, require_rank, spatial_pair
 
 FLT_MAX = 3.4028234663852886e38   # float32 max, Caffe's -FLT_MAX initial value for MAX pooling
 
@@ -45,6 +45,11 @@ def window_overhang(size: int, kernel: int, pad: int, stride: int, out: int) -> 
 @register
 class Pooling(LayerType):
     type = "Pooling"
+    examples = (Example(params=dict(pool="MAX", kernel_size=3, stride=2), ins=[(2, 3, 8, 8)]),
+                Example(params=dict(pool="AVE", kernel_size=3, stride=2, pad=1), ins=[(2, 3, 7, 6)]),
+                Example(params=dict(pool="AVE", global_pooling=True), ins=[(2, 3, 5, 4)]),
+                Example(params=dict(pool="MAX", kernel_h=2, kernel_w=3, stride=2, pad_w=1),
+                        ins=[(2, 2, 7, 7)]))
     param_field = "pooling_param"
     Params = PoolParams
 

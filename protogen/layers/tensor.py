@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..errors import ProtogenError, ShapeError
-from .base import LayerType, numel, register
+from .base import Example, LayerType, numel, register
 
 
 def _axis(axis: int, rank: int) -> int:
@@ -23,6 +23,7 @@ class ConcatParams:
 @register
 class Concat(LayerType):
     type = "Concat"
+    examples = (Example(ins=[(2, 3, 4, 4), (2, 5, 4, 4)]), Example(params=dict(axis=2), ins=[(2, 3, 2, 4), (2, 3, 5, 4)]))
     param_field = "concat_param"
     Params = ConcatParams
     n_bottoms = (1, None)
@@ -69,6 +70,8 @@ class SliceParams:
 @register
 class Slice(LayerType):
     type = "Slice"
+    examples = (Example(ins=[(2, 6, 4, 4)], n_tops=3),
+                Example(params=dict(axis=2, slice_point=[1, 4]), ins=[(2, 3, 6, 4)], n_tops=3))
     param_field = "slice_param"
     Params = SliceParams
     n_tops = (1, None)
@@ -138,6 +141,7 @@ class Slice(LayerType):
 class Split(LayerType):
     """Copies its bottom to every top (Caffe inserts these itself for shared blobs)."""
     type = "Split"
+    examples = (Example(n_tops=2),)
     n_tops = (1, None)
     is_view = True
 
@@ -164,6 +168,9 @@ class EltwiseParams:
 @register
 class Eltwise(LayerType):
     type = "Eltwise"
+    examples = (Example(ins=[(2, 3, 4, 4)] * 2), Example(params=dict(operation="PROD"), ins=[(2, 3, 4, 4)] * 3),
+                Example(params=dict(operation="MAX"), ins=[(2, 3, 4, 4)] * 2),
+                Example(params=dict(coeff=[1.0, -0.5]), ins=[(2, 3, 4, 4)] * 2))
     param_field = "eltwise_param"
     Params = EltwiseParams
     n_bottoms = (2, None)
@@ -284,6 +291,8 @@ def reshape_dims(p: ReshapeParams, shape) -> tuple[int, ...]:
 @register
 class Reshape(LayerType):
     type = "Reshape"
+    examples = (Example(params=dict(shape=dict(dim=[0, -1])), ins=[(2, 3, 4, 4)]),
+                Example(params=dict(shape=dict(dim=[2, 2]), axis=1, num_axes=1), ins=[(2, 4, 3, 3)]))
     param_field = "reshape_param"
     Params = ReshapeParams
     is_view = True
@@ -359,6 +368,7 @@ class FlattenParams:
 @register
 class Flatten(LayerType):
     type = "Flatten"
+    examples = (Example(ins=[(2, 3, 4, 4)]), Example(params=dict(axis=2), ins=[(2, 3, 4, 4)]))
     param_field = "flatten_param"
     Params = FlattenParams
     is_view = True
@@ -416,6 +426,7 @@ def full_order(order, rank: int) -> tuple[int, ...]:
 class Permute(LayerType):
     """Transpose of axes (the weiliu89/caffe SSD extension, ``permute_param = 202``)."""
     type = "Permute"
+    examples = (Example(params=dict(order=[0, 2, 3, 1]), ins=[(2, 3, 4, 5)]),)
     param_field = "permute_param"
     Params = PermuteParams
 
@@ -454,6 +465,7 @@ class ShuffleChannel(LayerType):
     BVLC) Slice -> Reshape each -> Concat -> Reshape.
     """
     type = "ShuffleChannel"
+    examples = (Example(params=dict(group=2), ins=[(2, 6, 3, 3)]),)
     param_field = "shuffle_channel_param"
     Params = ShuffleChannelParams
 
@@ -557,6 +569,7 @@ class SoftmaxParams:
 @register
 class Softmax(LayerType):
     type = "Softmax"
+    examples = (Example(ins=[(2, 5, 3, 3)]), Example(params=dict(axis=2), ins=[(2, 3, 4, 2)]))
     param_field = "softmax_param"
     Params = SoftmaxParams
 
