@@ -8,7 +8,7 @@ parameters) is written with protogen's own DSL, given seeded weights and saved a
 prototxt + caffemodel. Then, each in a fresh subprocess (so peak RSS is per task):
 
 * ``raw``      the baseline: read the caffemodel's bytes into numpy and write them out again;
-* ``convert``  ``protogen.convert_cli.convert(prototxt, out.onnx, weights=caffemodel)``
+* ``convert``  ``protogen.convert.convert(prototxt, out.onnx, weights=caffemodel)``
   (weights streamed from the mapped caffemodel into the file);
 * ``convert-external`` the same with ONNX external data (``out.onnx`` + ``out.onnx.data``);
 * ``in-memory`` the pre-streaming writing path, for comparison: ``export_onnx(graph)`` builds the
@@ -107,7 +107,7 @@ def task_raw(proto: Path, model: Path, out: Path) -> None:
 
 
 def task_convert(proto: Path, model: Path, out: Path) -> None:
-    from protogen.convert_cli import convert
+    from protogen.convert import convert
     convert(proto, out, weights=model)
 
 

@@ -1,3 +1,4 @@
+"""``python -m protogen``: the command line (see :mod:`protogen.cli`)."""
 import sys
 
 from .cli import main

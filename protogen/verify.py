@@ -70,6 +70,8 @@ class Comparison:
     max_rel: float
     ok: bool
     note: str = ""
+    #: the difference is a documented OpenCV defect (see KNOWN_DEFECTS), not a failure
+    known_defect: bool = False
 
 
 @dataclass
@@ -410,7 +412,7 @@ def _run_opencv_onnx(model, feeds, tmp: Path):
 # ----------------------------------------------------------------------------- verify
 def verify(graph: Graph, *, seed: int = 0, batch: int = 2, providers=("cpu",), opencv: bool = True,
            dialect: Dialect = DEFAULT, blobs: str = "outputs", weights_loaded: bool = False,
-           tolerance: float = TOLERANCE, model_name: str | None = None) -> Report:
+           tolerance: float = TOLERANCE, model_name: str | None = None, progress=None) -> Report:
     """Run the seeded input through every runtime and compare with the PyTorch reference.
 
     ``providers``: ONNX Runtime providers, "cpu" and/or "cuda". ``opencv``: also run OpenCV's
@@ -476,6 +478,8 @@ def verify(graph: Graph, *, seed: int = 0, batch: int = 2, providers=("cpu",), o
             rep.activation_rms = (min(rms), max(rms))
 
     def record(name: str, fn):
+        if progress is not None:
+            progress.stage(name)
         r = RuntimeResult(name)
         rep.runtimes.append(r)
         t = time.perf_counter()

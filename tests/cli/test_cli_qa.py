@@ -79,7 +79,7 @@ def test_zoo_options_on_a_prototxt(tmp_path, capsys):
     p.write_text('input: "data" input_dim: 1 input_dim: 1 input_dim: 4 input_dim: 4\n'
                  'layer { name: "r" type: "ReLU" bottom: "data" top: "r" }\n')
     assert "only applies to zoo models" in _fail(capsys, "stats", p, "--input-size", "64")
-    assert "only apply to zoo models" in _fail(capsys, "verify", p, "--num-classes", "3")
+    assert "only applies to zoo models" in _fail(capsys, "verify", p, "--num-classes", "3")
 
 
 def test_convert_zoo_name_points_to_emit(tmp_path, capsys):
