@@ -13,7 +13,9 @@
 4. ``input`` / ``input_dim`` / ``input_shape`` -> one ``Input`` layer named "input" at the
    front (a bare ``input`` without dims — old caffemodels — is just stripped);
 5. BatchNorm: layers declaring 3 ``param {}`` get ``lr_mult = decay_mult = 0`` (other
-   ParamSpec fields kept), as upstream's ``UpgradeNetBatchNorm`` does.
+   ParamSpec fields kept), as upstream's ``UpgradeNetBatchNorm`` does;
+6. fork spellings with an upstream equivalent: OpenCV's / PR #3057's pooling
+   ``ceil_mode: B`` becomes ``round_mode: CEIL`` (B true) or ``FLOOR`` (B false).
 
 All functions work on a ``caffe_pb2.NetParameter`` in place and raise
 :class:`~protogen.errors.ProtogenError` naming the file and layer on inputs Caffe would refuse.
@@ -353,6 +355,29 @@ def upgrade_batchnorm(net, file: str | None = None) -> None:
                 ps.decay_mult = 0.0
 
 
+# ============================================================================ 6. fork spellings
+def net_needs_fork_upgrade(net) -> bool:
+    return any(lp.pooling_param.HasField("ceil_mode") for lp in net.layer if lp.HasField("pooling_param"))
+
+
+def upgrade_fork_fields(net, file: str | None = None) -> None:
+    """``pooling_param { ceil_mode: B }`` (OpenCV's schema and forks built on BVLC PR #3057:
+    a bool, default true = ceil) -> upstream's ``round_mode`` (CEIL = 0, FLOOR = 1). Both
+    given and disagreeing is refused, naming the layer."""
+    P = pb().PoolingParameter
+    for lp in net.layer:
+        pp = lp.pooling_param
+        if not lp.HasField("pooling_param") or not pp.HasField("ceil_mode"):
+            continue
+        want = P.CEIL if pp.ceil_mode else P.FLOOR
+        if pp.HasField("round_mode") and pp.round_mode != want:
+            raise ProtogenError(f"pooling_param gives ceil_mode: {str(pp.ceil_mode).lower()} and "
+                                f"round_mode: {P.RoundMode.Name(pp.round_mode)}, which disagree",
+                                file=file, layer=lp.name)
+        pp.round_mode = want
+        pp.ClearField("ceil_mode")
+
+
 # ============================================================================ driver
 def upgrade_net(net, file: str | None = None) -> list[str]:
     """Upgrade ``net`` in place to the canonical V2 form, in Caffe's order.
@@ -377,4 +402,5 @@ def _steps():
         ("v1", net_needs_v1_upgrade, upgrade_v1_to_v2),
         ("input", net_needs_input_upgrade, upgrade_input),
         ("batchnorm", net_needs_batchnorm_upgrade, upgrade_batchnorm),
+        ("fork", net_needs_fork_upgrade, upgrade_fork_fields),
     ]

@@ -375,27 +375,128 @@ def test_packed_blob_fields():
     assert not _message("Datum").fields_by_name["float_data"].GetOptions().packed
 
 
-def test_extensions_do_not_collide_with_upstream_numbers():
+#: upstream BVLC LayerParameter: every field name (typed from BVLC/caffe
+#: master's caffe.proto, independent of our descriptors).
+UPSTREAM_LAYER_FIELDS = {
+    "name", "type", "bottom", "top", "phase", "loss_weight", "param", "blobs",
+    "propagate_down", "include", "exclude", "transform_param", "loss_param",
+    "accuracy_param", "argmax_param", "batch_norm_param", "bias_param", "clip_param",
+    "concat_param", "contrastive_loss_param", "convolution_param", "crop_param",
+    "data_param", "dropout_param", "dummy_data_param", "eltwise_param", "elu_param",
+    "embed_param", "exp_param", "flatten_param", "hdf5_data_param", "hdf5_output_param",
+    "hinge_loss_param", "image_data_param", "infogain_loss_param", "inner_product_param",
+    "input_param", "log_param", "lrn_param", "memory_data_param", "mvn_param",
+    "parameter_param", "pooling_param", "power_param", "prelu_param", "python_param",
+    "recurrent_param", "reduction_param", "relu_param", "reshape_param", "scale_param",
+    "sigmoid_param", "softmax_param", "spp_param", "slice_param", "swish_param",
+    "tanh_param", "threshold_param", "tile_param", "window_data_param",
+}
+
+#: fork fields of LayerParameter: (name, number in our schema, the fork's own
+#: number or None where forks disagree, source).  Typed from each fork's
+#: src/caffe/proto/caffe.proto (read with the search tool), not generated.
+FORK_LAYER_FIELDS = [
+    ("bn_param", 45, 45, "alexgkendall/caffe-segnet"),
+    ("bbox_reg_param", 150, 150, "zhaoweicai/cascade-rcnn"),
+    ("psroi_pooling_param", 153, 153, "intel/caffe"),
+    ("scale_route_param", 154, 154, "zhaoweicai/cascade-rcnn"),
+    ("decode_bbox_param", 155, 155, "zhaoweicai/cascade-rcnn"),
+    ("box_group_output_param", 158, 158, "zhaoweicai/cascade-rcnn"),
+    ("reorg_param", 159, 159, "intel/caffe"),
+    ("shuffle_channel_param", 164, 164, "farmingyard/ShuffleNet"),
+    ("annotated_data_param", 200, 200, "weiliu89/caffe"),
+    ("multibox_loss_param", 201, 201, "weiliu89/caffe"),
+    ("permute_param", 202, 202, "weiliu89/caffe"),
+    ("prior_box_param", 203, 203, "weiliu89/caffe"),
+    ("detection_output_param", 204, 204, "weiliu89/caffe"),
+    ("detection_evaluate_param", 205, 205, "weiliu89/caffe"),
+    ("norm_param", 206, 206, "weiliu89/caffe"),
+    ("video_data_param", 207, 207, "weiliu89/caffe"),
+    ("eval_detection_param", 301, 301, "intel/caffe"),
+    ("yolo_detection_output_param", 601, 601, "eric612/MobileNet-YOLO"),
+    ("yolov3_detection_output_param", 602, 602, "eric612/MobileNet-YOLO"),
+    ("roi_pooling_param", 8266711, 8266711, "rbgirshick/caffe-fast-rcnn"),
+    # the fork's number is upstream's (or another fork's): renumbered 60000 + n
+    ("upsample_param", 60137, 137, "alexgkendall/caffe-segnet (137 = embed_param)"),
+    ("dense_image_data_param", 60138, 138, "alexgkendall/caffe-segnet (138 = tile_param)"),
+    ("interp_param", 60143, 143, "DeepLab v2 / PSPNet (143 = input_param)"),
+    ("smooth_l1_loss_param", 60148, 148, "mahyarnajibi/caffe-ssh (148 = clip_param)"),
+    ("quantization_param", 60158, 158, "intel/caffe (158 = box_group_output_param)"),
+    # forks disagree: protogen's own numbers
+    ("proposal_param", 70001, None, "pva-faster-rcnn and others"),
+    ("crop_center_param", 70003, None, "lltcggie/waifu2x-caffe"),
+    ("seg_accuracy_param", 70004, None, "DeepLab"),
+]
+
+#: fork fields inside messages: (message, field, number, label, type, default)
+FORK_FIELDS = [
+    # OpenCV / PR #3057: bool ceil_mode, default true (fork number 13 = round_mode)
+    ("PoolingParameter", "ceil_mode", 60013, OPT, T.TYPE_BOOL, True),
+    ("PriorBoxParameter", "min_size", 1, REP, T.TYPE_FLOAT, _NO_DEFAULT),
+    ("PriorBoxParameter", "flip", 4, OPT, T.TYPE_BOOL, True),
+    ("PriorBoxParameter", "clip", 5, OPT, T.TYPE_BOOL, False),
+    ("PriorBoxParameter", "variance", 6, REP, T.TYPE_FLOAT, _NO_DEFAULT),
+    ("PriorBoxParameter", "step", 10, OPT, T.TYPE_FLOAT, _NO_DEFAULT),
+    ("PriorBoxParameter", "offset", 13, OPT, T.TYPE_FLOAT, 0.5),
+    ("DetectionOutputParameter", "keep_top_k", 7, OPT, T.TYPE_INT32, -1),
+    ("DetectionOutputParameter", "variance_encoded_in_target", 8, OPT, T.TYPE_BOOL, False),
+    ("DetectionOutputParameter", "objectness_score", 24, OPT, T.TYPE_FLOAT, 0.01),  # RefineDet
+    ("NormalizeParameter", "across_spatial", 1, OPT, T.TYPE_BOOL, True),
+    ("NormalizeParameter", "channel_shared", 3, OPT, T.TYPE_BOOL, True),
+    ("NormalizeParameter", "eps", 4, OPT, T.TYPE_FLOAT, 1e-10),
+    ("NonMaximumSuppressionParameter", "nms_threshold", 1, OPT, T.TYPE_FLOAT, 0.3),
+    ("ROIPoolingParameter", "spatial_scale", 3, OPT, T.TYPE_FLOAT, 1.0),
+    ("PSROIPoolingParameter", "group_size", 3, OPT, T.TYPE_INT32, _NO_DEFAULT),
+    ("InterpParameter", "zoom_factor", 3, OPT, T.TYPE_INT32, 1),
+    ("InterpParameter", "shrink_factor", 4, OPT, T.TYPE_INT32, 1),
+    ("InterpParameter", "pad_end", 6, OPT, T.TYPE_INT32, 0),
+    ("UpsampleParameter", "scale", 1, OPT, T.TYPE_UINT32, 2),  # SegNet's default
+    ("UpsampleParameter", "upsample_h", 6, OPT, T.TYPE_UINT32, _NO_DEFAULT),
+    ("BNParameter", "bn_mode", 3, OPT, T.TYPE_ENUM, 0),        # SegNet LEARN
+    ("BNParameter", "frozen", 105, OPT, T.TYPE_BOOL, False),   # yjxiong 5, moved
+    ("ReorgParameter", "stride", 1, OPT, T.TYPE_UINT32, _NO_DEFAULT),
+    ("Yolov3DetectionOutputParameter", "mask_group_num", 7, OPT, T.TYPE_UINT32, 2),
+    ("YoloDetectionOutputParameter", "biases", 7, REP, T.TYPE_FLOAT, _NO_DEFAULT),
+    ("ProposalParameter", "nms_thresh", 8, OPT, T.TYPE_FLOAT, 0.7),
+    ("BatchNormParameter", "scale_filler", 5, OPT, T.TYPE_MESSAGE, _NO_DEFAULT),
+    ("TransformationParameter", "resize_param", 8, OPT, T.TYPE_MESSAGE, _NO_DEFAULT),
+    ("DenseImageDataParameter", "new_height", 5, OPT, T.TYPE_UINT32, 0),
+]
+
+
+@pytest.mark.parametrize("message,field,number,label,ftype,default", FORK_FIELDS,
+                         ids=[f"{m}.{f}" for m, f, *_ in FORK_FIELDS])
+def test_fork_field(message, field, number, label, ftype, default):
+    test_upstream_field(message, field, number, label, ftype, default)
+
+
+def test_layer_fields_are_upstream_or_a_listed_fork_field():
     layer = _message("LayerParameter")
-    upstream_max = 148  # clip_param; upstream's next free id is 149
-    extension_fields = {"shuffle_channel_param", "permute_param"}
-    for fd in layer.fields:
-        if fd.name in extension_fields:
-            assert fd.number > upstream_max
-        else:
-            assert fd.number <= upstream_max, fd.name
-    numbers = [fd.number for fd in layer.fields]
+    names = {fd.name: fd.number for fd in layer.fields}
+    forks = {n: num for n, num, _, _ in FORK_LAYER_FIELDS}
+    assert set(names) == UPSTREAM_LAYER_FIELDS | set(forks), (
+        sorted(set(names) - UPSTREAM_LAYER_FIELDS - set(forks)),
+        sorted((UPSTREAM_LAYER_FIELDS | set(forks)) - set(names)))
+    for name, num in forks.items():
+        assert names[name] == num, name
+    numbers = list(names.values())
     assert len(numbers) == len(set(numbers))
+    # every fork field keeps the fork's number unless upstream (or an earlier
+    # fork field) took it; renumbered ones are 60000 + the fork's number
+    upstream_numbers = {names[n] for n in UPSTREAM_LAYER_FIELDS}
+    for name, ours, theirs, _ in FORK_LAYER_FIELDS:
+        assert ours not in upstream_numbers, name
+        if theirs is not None and ours != theirs:
+            assert ours == 60000 + theirs
+            assert theirs in upstream_numbers or theirs in {o for _, o, _, _ in FORK_LAYER_FIELDS}, name
     # Upstream uses every number from 100 to 148 for the parameter blocks.
-    assert {n for n in numbers if 100 <= n <= upstream_max} == set(
-        range(100, upstream_max + 1)
-    )
+    assert {names[n] for n in UPSTREAM_LAYER_FIELDS if 100 <= names[n]} == set(range(100, 149))
 
 
 def test_every_layer_param_message_is_defined():
     layer = _message("LayerParameter")
     params = [fd for fd in layer.fields if fd.name.endswith("_param")]
-    assert len(params) == 2 + 47 + 2  # transform/loss + upstream + extensions
+    assert len(params) == 2 + 47 + len(FORK_LAYER_FIELDS)  # transform/loss + upstream + forks
     for fd in params:
         assert fd.message_type is not None
         assert fd.message_type.file is caffe_pb2.DESCRIPTOR
