@@ -165,6 +165,11 @@ class LayerType:
     #: example cases checked by tests/layers/test_registry.py through every backend (see
     #: the module docstring); a type without examples must be in that test's allow-list
     examples: ClassVar[tuple] = ()
+    #: the Caffe schemas that define this type: "upstream" (BVLC) and/or fork tags such as
+    #: "ssd" (weiliu89/caffe), "py-faster-rcnn", "r-fcn", "segnet", "deeplab", "yolo",
+    #: "depthwise", "opencv", "refinedet", "cascade-rcnn", "mobilenet-yolo", "shufflenet"
+    #: (listed by ``protogen layers``)
+    schemas: ClassVar[tuple[str, ...]] = ("upstream",)
 
     # ----------------------------------------------------------- parameters
     def validate(self, p) -> None:
