@@ -23,7 +23,8 @@ class BatchNorm(LayerType):
     Inference: f = 0 if s == 0 else 1/s; y = (x - f*b0) / sqrt(f*b1 + eps).
     """
     type = "BatchNorm"
-    examples = (Example(ins=[(2, 4, 5, 5)]), Example(params=dict(eps=1e-3), ins=[(3, 6)]))
+    examples = (Example(ins=[(2, 4, 5, 5)]), Example(params=dict(eps=1e-3), ins=[(3, 6)]),
+                Example(params=dict(use_global_stats=False), ins=[(3, 4, 5, 5)]))
     param_field = "batch_norm_param"
     Params = BatchNormParams
     inplace = True
@@ -53,10 +54,24 @@ class BatchNorm(LayerType):
         var = rng.uniform(1.0, 2.0, c).astype(np.float32)
         return [mean, var, np.ones(1, np.float32)]
 
+    def note(self, p) -> str | None:
+        """One line for the user: use_global_stats false at test time means batch statistics."""
+        if p.use_global_stats is False:
+            from .bn_ext import BATCH_STATS_NOTE
+            return BATCH_STATS_NOTE.format(what="use_global_stats: false")
+        return None
+
     def to_onnx(self, ctx, step):
         """BatchNormalization(mean = f*b0, var = f*b1); a Scale that alone reads this output
-        folds in as gamma/beta (decided by dataflow), otherwise gamma 1, beta 0."""
+        folds in as gamma/beta (decided by dataflow), otherwise gamma 1, beta 0.
+        ``use_global_stats: false`` (an inference view is Caffe's TEST phase): the batch's own
+        statistics, as Caffe computes them (bn_ext.batch_stats_onnx)."""
         p = step.layer.params
+        if p.use_global_stats is False:
+            from .bn_ext import batch_stats_onnx
+            batch_stats_onnx(ctx, ctx.name(step.inputs[0]), step.outputs[0], len(step.in_shapes[0]),
+                             p.eps, False)
+            return
         mean, var = self.statistics(layer_blobs(step))
         c = mean.shape[0]
         out = step.outputs[0]
@@ -75,6 +90,9 @@ class BatchNorm(LayerType):
     def torch_forward(self, p, xs, blobs, n_tops=1):
         import torch
         x = xs[0]
+        if p.use_global_stats is False:     # batch_norm_layer.cpp: mean, E[(x - mean)^2] of the batch
+            from .bn_ext import batch_stats_torch
+            return [batch_stats_torch(x, p.eps, False)]
         s = blobs[2].reshape(-1)[0]
         f = torch.where(s == 0, torch.zeros_like(s), 1.0 / s)
         view = (1, -1) + (1,) * (x.dim() - 2)
@@ -86,6 +104,10 @@ class BatchNorm(LayerType):
         """nn.BatchNorm{1,2,3}d holding Caffe's statistics with the scale factor applied; a
         Scale that alone reads this output (decided by dataflow) becomes its affine part."""
         from ..torch_codegen import num
+        if p.use_global_stats is False:
+            from .bn_ext import batch_stats_source
+            src.assign(batch_stats_source(src, step, p.eps))
+            return
         mean, var = self.statistics(layer_blobs(step))
         c = mean.shape[0]
         rank = len(step.in_shapes[0])
