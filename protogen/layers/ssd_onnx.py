@@ -1,0 +1,150 @@
+"""The ONNX lowering of SSD's DetectionOutput (standard operators only, opset 17).
+
+Caffe's per-class step (threshold, stable sort, top_k, greedy NMS) maps onto
+TopK (ties: lower index first, as Caffe's stable_sort) + NonMaxSuppression with the image and
+class folded into NMS's batch axis (each (image, class) pair has its own top_k candidates).
+ONNX Runtime's NonMaxSuppression keeps a box whose IoU with a kept one is <= the threshold,
+uses score > score_threshold and selects equal scores lower index first, as Caffe does; it
+reads a box's corners as an unordered pair, where Caffe gives a box with xmax < xmin (or
+ymax < ymin) size 0: such boxes are handed to NMS as a zero-area box, which overlaps nothing
+in both. keep_top_k is a per-image rank: sort by score (stable), then stably by image, rank =
+position - first position of the image, scattered back to the NMS order (which is already
+image, label, score order). No detection gives one (i, -1, ...) row per image.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+
+def _scalar(ctx, hint, v):
+    """An int64 0-d value (initialisers of 0-d arrays are written 1-d: squeeze one)."""
+    return ctx.op("Squeeze", [ctx.ints(hint, [v]), ctx.ints("ax0", [0])])
+
+
+def _take(ctx, x, i, axis):
+    """x[..., i, ...] along ``axis`` (the axis dropped)."""
+    return ctx.op("Squeeze", [ctx.op("Gather", [x, ctx.ints("index", [i])], axis=axis),
+                              ctx.ints("axis", [axis])])
+
+
+def _split4(ctx, x, axis):
+    return ctx.op("Split", [x], n_out=4, axis=axis)
+
+
+def _decode(ctx, loc, pb, pv, p):
+    """Boxes (N, P, L, 4) from loc (N, P, L, 4) and prior boxes/variances (P, 4)."""
+    l0, l1, l2, l3 = _split4(ctx, loc, 3)                       # (N, P, L, 1)
+    axes = ctx.ints("axes2", [2])
+    b = [ctx.op("Unsqueeze", [c, axes]) for c in _split4(ctx, pb, 1)]   # (P, 1, 1)
+    if p.variance_encoded_in_target:
+        t = [l0, l1, l2, l3]
+    else:
+        v = [ctx.op("Unsqueeze", [c, axes]) for c in _split4(ctx, pv, 1)]
+        t = [ctx.op("Mul", [vi, li]) for vi, li in zip(v, (l0, l1, l2, l3))]
+    pw = ctx.op("Sub", [b[2], b[0]])
+    ph = ctx.op("Sub", [b[3], b[1]])
+    if p.code_type == "CORNER":
+        out = [ctx.op("Add", [b[i], t[i]]) for i in range(4)]
+    elif p.code_type == "CORNER_SIZE":
+        out = [ctx.op("Add", [b[i], ctx.op("Mul", [t[i], pw if i % 2 == 0 else ph])]) for i in range(4)]
+    else:
+        two = ctx.const("two", np.float32(2.0))
+        cx = ctx.op("Add", [ctx.op("Mul", [t[0], pw]), ctx.op("Div", [ctx.op("Add", [b[0], b[2]]), two])])
+        cy = ctx.op("Add", [ctx.op("Mul", [t[1], ph]), ctx.op("Div", [ctx.op("Add", [b[1], b[3]]), two])])
+        hw = ctx.op("Div", [ctx.op("Mul", [ctx.op("Exp", [t[2]]), pw]), two])
+        hh = ctx.op("Div", [ctx.op("Mul", [ctx.op("Exp", [t[3]]), ph]), two])
+        out = [ctx.op("Sub", [cx, hw]), ctx.op("Sub", [cy, hh]), ctx.op("Add", [cx, hw]), ctx.op("Add", [cy, hh])]
+    return ctx.op("Concat", out, axis=3)
+
+
+def _keep_top_k(ctx, rows, img, score, n_scalar, keep_top_k):
+    """Rows (S, 7) whose score ranks < keep_top_k within their image."""
+    s_len = ctx.op("Shape", [score])
+    _, perm1 = ctx.op("TopK", [score, s_len], n_out=2, axis=0, largest=1, sorted=1)
+    neg_img = ctx.op("Neg", [ctx.op("Cast", [ctx.op("Gather", [img, perm1], axis=0)], to=1)])
+    _, perm2 = ctx.op("TopK", [neg_img, s_len], n_out=2, axis=0, largest=1, sorted=1)
+    order = ctx.op("Gather", [perm1, perm2], axis=0)
+    zero, one = _scalar(ctx, "zero", 0), _scalar(ctx, "one", 1)
+    images = ctx.op("Range", [zero, n_scalar, one])
+    hit = ctx.op("Equal", [ctx.op("Unsqueeze", [img, ctx.ints("ax1", [1])]),
+                           ctx.op("Unsqueeze", [images, ctx.ints("ax0", [0])])])
+    counts = ctx.op("ReduceSum", [ctx.op("Cast", [hit], to=7), ctx.ints("ax0", [0])], keepdims=0)
+    offsets = ctx.op("CumSum", [counts, zero], exclusive=1)
+    first = ctx.op("Gather", [offsets, ctx.op("Gather", [img, order], axis=0)], axis=0)
+    s_scalar = ctx.op("Squeeze", [s_len, ctx.ints("ax0", [0])])
+    pos = ctx.op("Sub", [ctx.op("Range", [zero, s_scalar, one]), first])
+    pos = ctx.op("ScatterElements", [pos, order, pos], axis=0)
+    mask = ctx.op("Less", [pos, ctx.ints("keep_top_k", [keep_top_k])])
+    return ctx.op("Compress", [rows, mask], axis=0)
+
+
+def detection_output_onnx(ctx, step, p) -> None:
+    num_p = step.in_shapes[2][2] // 4
+    C = p.num_classes
+    n_loc = 1 if p.share_location else C
+    labels = [c for c in range(C) if c != p.background_label_id]
+    cp = len(labels)
+    loc_in, conf_in, prior_in = (ctx.name(v) for v in step.inputs[:3])
+    loc = ctx.op("Reshape", [loc_in, ctx.ints("loc_shape", [0, num_p, n_loc, 4])])
+    conf = ctx.op("Reshape", [conf_in, ctx.ints("conf_shape", [0, num_p, C])])
+    prior = ctx.op("Reshape", [prior_in, ctx.ints("prior_shape", [-1, 2, num_p, 4])])
+    prior = _take(ctx, prior, 0, 0)                             # (2, P, 4)
+    pb, pv = _take(ctx, prior, 0, 0), _take(ctx, prior, 1, 0)
+    boxes = _decode(ctx, loc, pb, pv, p)                         # (N, P, L, 4)
+    label_ids = ctx.const("labels", np.asarray(labels, np.int64), np.int64)
+
+    scores = ctx.op("Transpose", [conf], perm=[0, 2, 1])        # (N, C, P)
+    if cp != C:
+        scores = ctx.op("Gather", [scores, label_ids], axis=1)   # (N, C', P)
+    k = num_p if p.top_k is None or p.top_k < 0 else min(int(p.top_k), num_p)
+    vals, idx = ctx.op("TopK", [scores, ctx.ints("k", [k])], n_out=2, axis=2, largest=1, sorted=1)
+    if p.share_location:
+        per_cls = ctx.op("Expand", [ctx.op("Reshape", [boxes, ctx.ints("b_shape", [0, 1, num_p, 4])]),
+                                    ctx.ints("b_expand", [1, cp, 1, 1])])
+    else:
+        per_cls = ctx.op("Transpose", [boxes], perm=[0, 2, 1, 3])  # (N, C, P, 4)
+        if cp != C:
+            per_cls = ctx.op("Gather", [per_cls, label_ids], axis=1)
+    idx4 = ctx.op("Expand", [ctx.op("Unsqueeze", [idx, ctx.ints("ax3", [3])]), ctx.ints("i_expand", [1, 1, 1, 4])])
+    cand = ctx.op("GatherElements", [per_cls, idx4], axis=2)    # (N, C', k, 4)
+
+    x0, y0, x1, y1 = _split4(ctx, cand, 3)
+    valid = ctx.op("And", [ctx.op("GreaterOrEqual", [x1, x0]), ctx.op("GreaterOrEqual", [y1, y0])])
+    yx = ctx.op("Concat", [y0, x0, y1, x1], axis=3)
+    nms_boxes = ctx.op("Where", [valid, yx, ctx.const("zero_box", np.zeros(4, np.float32))])
+    nms_boxes = ctx.op("Reshape", [nms_boxes, ctx.ints("nms_b", [-1, k, 4])])
+    nms_scores = ctx.op("Reshape", [vals, ctx.ints("nms_s", [-1, 1, k])])
+    nms_in = [nms_boxes, nms_scores, ctx.ints("max_out", [k]),
+              ctx.const("iou", np.asarray([p.nms_threshold], np.float32))]
+    if p.confidence_threshold is not None:
+        nms_in.append(ctx.const("score_thr", np.asarray([p.confidence_threshold], np.float32)))
+    sel = ctx.op("NonMaxSuppression", nms_in)                  # (S, 3): (n*C' + c, 0, j)
+    b_idx, j_idx = _take(ctx, sel, 0, 1), _take(ctx, sel, 2, 1)
+    n_cls = ctx.ints("n_cls", [cp])
+    img = ctx.op("Div", [b_idx, n_cls])
+    label = ctx.op("Gather", [label_ids, ctx.op("Mod", [b_idx, n_cls])], axis=0)
+    bj = ctx.op("Concat", [ctx.op("Unsqueeze", [b_idx, ctx.ints("ax1", [1])]),
+                           ctx.op("Unsqueeze", [j_idx, ctx.ints("ax1", [1])])], axis=1)
+    score = ctx.op("GatherND", [ctx.op("Reshape", [vals, ctx.ints("v2", [-1, k])]), bj])
+    box = ctx.op("GatherND", [ctx.op("Reshape", [cand, ctx.ints("c3", [-1, k, 4])]), bj])
+
+    def col(v, cast=False):
+        v = ctx.op("Cast", [v], to=1) if cast else v
+        return ctx.op("Unsqueeze", [v, ctx.ints("ax1", [1])])
+
+    rows = ctx.op("Concat", [col(img, True), col(label, True), col(score), box], axis=1)   # (S, 7)
+    n_scalar = _take(ctx, ctx.op("Shape", [conf]), 0, 0)
+    if p.keep_top_k > -1:
+        rows = _keep_top_k(ctx, rows, img, score, n_scalar, p.keep_top_k)
+
+    # no detection in the batch: one (i, -1, -1, -1, -1, -1, -1) row per image
+    zero, one = _scalar(ctx, "zero", 0), _scalar(ctx, "one", 1)
+    images = ctx.op("Cast", [ctx.op("Range", [zero, n_scalar, one])], to=1)
+    fallback = ctx.op("Add", [ctx.op("Mul", [col(images), ctx.const("e0", np.eye(7, dtype=np.float32)[:1])]),
+                              ctx.const("minus", np.asarray([[0] + [-1] * 6], np.float32))])
+    count = ctx.op("Slice", [ctx.op("Shape", [rows]), ctx.ints("s0", [0]), ctx.ints("s1", [1])])
+    none = ctx.op("Cast", [ctx.op("Equal", [count, ctx.ints("z", [0])])], to=7)
+    n_fb = ctx.op("Mul", [ctx.op("Unsqueeze", [n_scalar, ctx.ints("ax0", [0])]), none])
+    fallback = ctx.op("Slice", [fallback, ctx.ints("f0", [0]), n_fb, ctx.ints("fa", [0])])
+    out = ctx.op("Concat", [rows, fallback], axis=0)
+    ctx.op("Reshape", [out, ctx.ints("out_shape", [1, 1, -1, 7])], step.outputs[0])
