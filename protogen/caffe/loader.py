@@ -3,15 +3,33 @@ from __future__ import annotations
 
 from ..errors import ProtogenError
 from ..ir import Graph
-from .prototxt import graph_from_net_param, read_prototxt
+from .prototxt import graph_from_net_param
 from .upgrade import upgrade_net
 
 
 def read_net(path):
     """The canonical V2 NetParameter of a prototxt of any format version."""
-    msg = read_prototxt(path)
+    return read_net_notes(path)[0]
+
+
+def read_net_notes(path) -> tuple[object, list[str]]:
+    """(canonical V2 NetParameter, notes): every field unknown to the schema is found at
+    once; training-only ones are ignored with a note, others refuse the net
+    (:func:`protogen.caffe.schema_check.read_net_text`)."""
+    from .schema_check import read_net_text
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+    except OSError as e:
+        raise ProtogenError(f"cannot read: {e.strerror}", file=str(path)) from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ProtogenError("not a text prototxt (invalid UTF-8; is it a binary caffemodel?)",
+                            file=str(path)) from None
+    msg, notes = read_net_text(text, str(path))
     upgrade_net(msg, file=str(path))
-    return msg
+    return msg, notes
 
 
 def add_auto_tops(net) -> None:
@@ -30,13 +48,16 @@ def add_auto_tops(net) -> None:
 
 
 def load_prototxt(path, phase: str | None = None) -> Graph:
-    """Read a prototxt as an IR graph (the ``phase`` view when given)."""
-    msg = read_net(path)
+    """Read a prototxt as an IR graph (the ``phase`` view when given); ``graph.notes``
+    lists what was ignored."""
+    msg, notes = read_net_notes(path)
     add_auto_tops(msg)
     g = graph_from_net_param(msg, file=str(path))
     if not g.layers:
         raise ProtogenError("the net has no layers or inputs (an empty file?)", file=str(path))
-    return g.select(phase=phase) if phase else g
+    g = g.select(phase=phase) if phase else g
+    g.notes = notes
+    return g
 
 
 # ============================================================================ phases and inference view

@@ -65,7 +65,11 @@ def test_malformed_prototxt_names_line_and_column(tmp_path, capsys):
     bad = tmp_path / "bad.prototxt"
     bad.write_text('name: "x"\nlayer {\n  name: "a"\n  type: "ReLU"\n  bottom: "x" top: "y"\n  oops: 3\n}\n')
     rc, err = _run(capsys, bad, "-o", tmp_path / "out.onnx")
-    _assert_clean_failure(rc, err, tmp_path, f"{bad}:6:", "malformed prototxt", "oops")
+    # an unknown field is listed with its place and layer (every one, see test_unknown_fields)
+    _assert_clean_failure(rc, err, tmp_path, f"{bad}:6:3", "unknown field 'oops'", "layer 'a' (ReLU)")
+    bad.write_text('name: "x"\nlayer {\n  name: "a"\n  type: "ReLU"\n  bottom: "x" top "y"\n}\n')
+    rc, err = _run(capsys, bad, "-o", tmp_path / "out.onnx")
+    _assert_clean_failure(rc, err, tmp_path, f"{bad}:5:", "malformed prototxt")
 
 
 def test_binary_file_as_prototxt(tmp_path, capsys, small):
