@@ -51,6 +51,10 @@ def load_prototxt(path, phase: str | None = None) -> Graph:
     """Read a prototxt as an IR graph (the ``phase`` view when given); ``graph.notes``
     lists what was ignored."""
     msg, notes = read_net_notes(path)
+    return _graph_of(msg, notes, path, phase)
+
+
+def _graph_of(msg, notes, path, phase=None) -> Graph:
     add_auto_tops(msg)
     g = graph_from_net_param(msg, file=str(path))
     if not g.layers:
@@ -222,18 +226,22 @@ def check_weight_size(graph: Graph, file: str | None = None) -> None:
 
 
 def load_model(prototxt, caffemodel=None, phase: str | None = None, input_shape=None,
-               inference: bool = True) -> Graph:
+               inference: bool = True, level: int | None = None, stages=None) -> Graph:
     """A Caffe model (prototxt of any version + optional caffemodel) as an IR graph.
 
-    The net is upgraded to V2, resolved for ``phase`` (default TEST when it has phase
-    rules), turned into its inference view (see :func:`inference_view`) unless
-    ``inference=False``, and — with a caffemodel — gets ``layer.blobs`` by layer name.
-    Every problem is a :class:`ProtogenError` naming the file and layer.
+    The net is upgraded to V2, filtered for the NetState (``phase``, default TEST when it
+    has rules; ``level``, ``stages``) BEFORE the graph is checked, as Caffe's FilterNet does,
+    turned into its inference view (see :func:`inference_view`) unless ``inference=False``,
+    and — with a caffemodel — gets ``layer.blobs`` by layer name. ``graph.notes`` says what
+    was ignored or assumed. Every problem is a :class:`ProtogenError` naming the file and
+    layer.
     """
     from .caffemodel import read_caffemodel
+    from .netstate import filter_net
     ptxt = str(prototxt)
-    g = load_prototxt(ptxt)
-    g = resolve_phase(g, phase)
+    msg, notes = read_net_notes(ptxt)
+    filter_net(msg, phase, level, stages, file=ptxt)
+    g = _graph_of(msg, notes, ptxt)
     if inference:
         g = inference_view(g, input_shape, file=ptxt)
     elif input_shape is not None:
@@ -244,4 +252,5 @@ def load_model(prototxt, caffemodel=None, phase: str | None = None, input_shape=
     except ProtogenError as e:
         # shape errors come from the prototxt itself
         raise e.with_context(file=ptxt)
+    g.notes = notes
     return g
