@@ -4,5 +4,5 @@
 """
 from .base import Cost, LayerType, get_type, numel, register, registered_types  # noqa: F401
 from . import conv, pool, norm, act, tensor, io  # noqa: F401,E402  (registers the types)
-from . import act_ext, reduce, crop, bn_ext  # noqa: F401,E402  (fork and extra upstream types, engineer E)
+from . import act_ext, reduce, crop, bn_ext, resize  # noqa: F401,E402  (fork and extra upstream types, engineer E)
 from . import ssd, ssd_detect  # noqa: F401,E402  (SSD family: PriorBox, Normalize, DetectionOutput; engineer F1)
