@@ -6,3 +6,4 @@ from .base import Cost, LayerType, get_type, numel, register, registered_types  
 from . import conv, pool, norm, act, tensor, io  # noqa: F401,E402  (registers the types)
 from . import act_ext, reduce, crop, bn_ext, resize  # noqa: F401,E402  (fork and extra upstream types, engineer E)
 from . import ssd, ssd_detect  # noqa: F401,E402  (SSD family: PriorBox, Normalize, DetectionOutput; engineer F1)
+from . import data  # noqa: F401,E402  (more data sources: HDF5Data, MemoryData, DenseImageData, ...; engineer D)
