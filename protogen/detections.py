@@ -1,0 +1,92 @@
+"""Comparing detection lists (SSD DetectionOutput rows) between runtimes.
+
+A detection output is a set of rows (image, label, score, xmin, ymin, xmax, ymax) whose count
+depends on the data, so an element-wise comparison of two runs is meaningless when one
+runtime orders equal scores differently or when a score sits next to a threshold. Two runs
+agree here when they give the same number of rows and the rows can be paired, within each
+(image, label), so that paired rows have the same image and label and scores and
+coordinates within ``tol`` (absolute, scaled by the largest magnitude of the reference
+coordinates when it exceeds 1: normalised boxes lie in about [0, 1]). Rows are paired in
+order of score (descending), each with the unpaired row of the other run that is closest
+among those of equal image and label whose score is within ``tol``.
+
+Caffe's "no detection" output, one row (i, -1, -1, -1, -1, -1, -1) per image, is compared
+like any other row. Only numpy is needed.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass
+class DetectionDiff:
+    """The outcome of :func:`compare_detections`."""
+    ok: bool
+    count_got: int
+    count_want: int
+    max_score_err: float = 0.0
+    max_box_err: float = 0.0
+    problems: list = field(default_factory=list)
+
+    def summary(self) -> str:
+        head = (f"{self.count_got} vs {self.count_want} detections, max score err "
+                f"{self.max_score_err:.3g}, max box err {self.max_box_err:.3g}")
+        return head if self.ok else head + ": " + "; ".join(self.problems[:3])
+
+
+def as_rows(a) -> np.ndarray:
+    """A detection blob of any leading shape ([1, 1, N, 7] in Caffe) as (N, 7) float64."""
+    a = np.asarray(a, np.float64)
+    if a.size % 7:
+        raise ValueError(f"a detection blob has a multiple of 7 values, got shape {a.shape}")
+    return a.reshape(-1, 7)
+
+
+def sort_rows(rows) -> np.ndarray:
+    """Rows ordered by image, label, score (descending), then the box."""
+    r = as_rows(rows)
+    if not len(r):
+        return r
+    order = np.lexsort((r[:, 6], r[:, 5], r[:, 4], r[:, 3], -r[:, 2], r[:, 1], r[:, 0]))
+    return r[order]
+
+
+def compare_detections(got, want, tol: float = 1e-4) -> DetectionDiff:
+    """Compare detection rows ``got`` against the reference ``want`` (see the module doc)."""
+    g, w = sort_rows(got), sort_rows(want)
+    res = DetectionDiff(ok=True, count_got=len(g), count_want=len(w))
+    if not (np.isfinite(g).all() and np.isfinite(w).all()):
+        res.ok = False
+        res.problems.append("non-finite values")
+        return res
+    if len(g) != len(w):
+        res.ok = False
+        res.problems.append(f"{len(g)} detections, expected {len(w)}")
+    scale = max(1.0, float(np.abs(w[:, 3:]).max()) if len(w) else 1.0)
+    box_tol = tol * scale
+    used = np.zeros(len(g), bool)
+    for i, row in enumerate(w):
+        same = (~used) & (g[:, 0] == row[0]) & (g[:, 1] == row[1]) if len(g) else np.zeros(0, bool)
+        cand = np.nonzero(same & (np.abs(g[:, 2] - row[2]) <= tol))[0] if len(g) else []
+        if not len(cand):
+            res.ok = False
+            res.problems.append(f"no match for image {row[0]:g} label {row[1]:g} score {row[2]:.6g}")
+            continue
+        dist = np.abs(g[cand, 3:] - row[3:]).max(axis=1)
+        j = cand[int(np.argmin(dist))]
+        used[j] = True
+        res.max_score_err = max(res.max_score_err, float(abs(g[j, 2] - row[2])))
+        res.max_box_err = max(res.max_box_err, float(dist.min()))
+        if dist.min() > box_tol:
+            res.ok = False
+            res.problems.append(f"image {row[0]:g} label {row[1]:g} score {row[2]:.6g}: box differs "
+                                f"by {dist.min():.3g}")
+    return res
+
+
+def count_detections(rows) -> int:
+    """Rows that are detections (Caffe's empty marker rows have label -1)."""
+    r = as_rows(rows)
+    return int(np.sum(r[:, 1] >= 0))

@@ -1,0 +1,401 @@
+"""SSD layer types (PriorBox, Normalize, DetectionOutput) against numpy transcriptions of the
+C++ forward passes of weiliu89/caffe (prior_box_layer.cpp, normalize_layer.cpp,
+detection_output_layer.cpp + util/bbox_util.cpp), written here loop by loop, independently of
+protogen's torch and ONNX code. Every case runs through the float64 torch forward, ONNX
+Runtime on the exported one-layer net, and the generated PyTorch source.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+ort = pytest.importorskip("onnxruntime")
+
+from protogen.detections import compare_detections, count_detections  # noqa: E402
+from protogen.errors import UnsupportedError  # noqa: E402
+from protogen.ir import Graph, Layer  # noqa: E402
+from protogen.layers import get_type  # noqa: E402
+from protogen.layers.io import InputParams  # noqa: E402
+
+F32 = np.float32
+
+
+# ----------------------------------------------------------------------------- oracles
+def prior_box_oracle(p: dict, layer_hw, img_hw):
+    """prior_box_layer.cpp LayerSetUp + Forward_cpu, loop by loop, float32 where C++ is."""
+    ars = [1.0]
+    for ar in p.get("aspect_ratio", []):
+        ar = F32(ar)
+        if any(abs(ar - a) < 1e-6 for a in ars):
+            continue
+        ars.append(ar)
+        if p.get("flip", True):
+            ars.append(F32(1.0 / float(ar)))
+    mins, maxs = p["min_size"], p.get("max_size", [])
+    if "img_h" in p:
+        img_h, img_w = p["img_h"], p["img_w"]
+    elif "img_size" in p:
+        img_h = img_w = p["img_size"]
+    else:
+        img_h, img_w = img_hw
+    lh, lw = layer_hw
+    if "step_h" in p:
+        step_h, step_w = F32(p["step_h"]), F32(p["step_w"])
+    elif "step" in p:
+        step_h = step_w = F32(p["step"])
+    else:
+        step_w, step_h = F32(F32(img_w) / F32(lw)), F32(F32(img_h) / F32(lh))
+    off = F32(p.get("offset", 0.5))
+    out = []
+    for h in range(lh):
+        for w in range(lw):
+            cx, cy = F32(F32(w + off) * step_w), F32(F32(h + off) * step_h)
+
+            def put(bw, bh):
+                out.extend([F32((float(cx) - float(bw) / 2.0) / img_w), F32((float(cy) - float(bh) / 2.0) / img_h),
+                            F32((float(cx) + float(bw) / 2.0) / img_w), F32((float(cy) + float(bh) / 2.0) / img_h)])
+            for s, mn in enumerate(mins):
+                mn = int(mn)
+                put(F32(mn), F32(mn))
+                if maxs:
+                    mx = int(maxs[s])
+                    put(F32(math.sqrt(mn * mx)), F32(math.sqrt(mn * mx)))
+                for ar in ars:
+                    if abs(ar - 1.0) < 1e-6:
+                        continue
+                    base = math.sqrt(mn * int(maxs[s])) if maxs else mn
+                    put(F32(base * math.sqrt(ar)), F32(base / math.sqrt(ar)))
+    top = np.array(out, np.float32)
+    if p.get("clip", False):
+        top = np.minimum(np.maximum(top, 0.0), 1.0)
+    var = p.get("variance", [0.1])
+    var = np.full(top.size, var[0], np.float32) if len(var) == 1 else np.tile(np.float32(var), top.size // 4)
+    return np.stack([top, var])[None]
+
+
+def normalize_oracle(x, scale, across_spatial, channel_shared, eps):
+    """normalize_layer.cpp Forward_cpu (norm initialised to eps, sqrt of the sum)."""
+    y = np.empty_like(x)
+    n, c = x.shape[:2]
+    for i in range(n):
+        sq = x[i] ** 2
+        if across_spatial:
+            norm = math.sqrt(float(sq.sum()) + eps)
+            y[i] = x[i] / norm
+        else:
+            norm = np.sqrt(eps + sq.sum(axis=0))
+            for ch in range(c):
+                y[i, ch] = x[i, ch] / norm
+        if channel_shared:
+            y[i] *= scale.reshape(-1)[0]
+        else:
+            for ch in range(c):
+                y[i, ch] *= scale[ch]
+    return y
+
+
+def _size(b):
+    if b[2] < b[0] or b[3] < b[1]:
+        return 0.0
+    return (b[2] - b[0]) * (b[3] - b[1])
+
+
+def _jaccard(b1, b2):
+    """bbox_util.cpp IntersectBBox + JaccardOverlap (normalized: no +1)."""
+    if b2[0] > b1[2] or b2[2] < b1[0] or b2[1] > b1[3] or b2[3] < b1[1]:
+        inter = (0.0, 0.0, 0.0, 0.0)
+    else:
+        inter = (max(b1[0], b2[0]), max(b1[1], b2[1]), min(b1[2], b2[2]), min(b1[3], b2[3]))
+    iw, ih = inter[2] - inter[0], inter[3] - inter[1]
+    if iw > 0 and ih > 0:
+        s = iw * ih
+        return s / (_size(b1) + _size(b2) - s)
+    return 0.0
+
+
+def _decode(pb, pv, code, vin, b):
+    """bbox_util.cpp DecodeBBox."""
+    v = (1.0, 1.0, 1.0, 1.0) if vin else pv
+    if code == "CORNER":
+        return [pb[k] + v[k] * b[k] for k in range(4)]
+    pw, ph = pb[2] - pb[0], pb[3] - pb[1]
+    if code == "CORNER_SIZE":
+        return [pb[0] + v[0] * b[0] * pw, pb[1] + v[1] * b[1] * ph, pb[2] + v[2] * b[2] * pw, pb[3] + v[3] * b[3] * ph]
+    cx = v[0] * b[0] * pw + (pb[0] + pb[2]) / 2.0
+    cy = v[1] * b[1] * ph + (pb[1] + pb[3]) / 2.0
+    w, h = math.exp(v[2] * b[2]) * pw, math.exp(v[3] * b[3]) * ph
+    return [cx - w / 2.0, cy - h / 2.0, cx + w / 2.0, cy + h / 2.0]
+
+
+def detection_output_oracle(loc, conf, prior, num_classes, share_location=True, background_label_id=0,
+                            nms_threshold=0.3, top_k=-1, eta=1.0, code_type="CORNER",
+                            variance_encoded_in_target=False, keep_top_k=-1, confidence_threshold=None):
+    """detection_output_layer.cpp Forward_cpu with GetLocPredictions, GetConfidenceScores,
+    GetPriorBBoxes, DecodeBBoxesAll, ApplyNMSFast (GetMaxScoreIndex: stable_sort), keep_top_k."""
+    thr = -3.4028234663852886e38 if confidence_threshold is None else confidence_threshold
+    num = loc.shape[0]
+    n_p = prior.shape[2] // 4
+    n_loc = 1 if share_location else num_classes
+    locf, conff, pf = loc.reshape(num, -1), conf.reshape(num, -1), prior.reshape(-1)
+    priors = [pf[i * 4:i * 4 + 4].tolist() for i in range(n_p)]
+    pvars = [pf[(n_p + i) * 4:(n_p + i) * 4 + 4].tolist() for i in range(n_p)]
+    rows, all_idx = [], []
+    decoded = []
+    for i in range(num):
+        dec = {}
+        for c in range(n_loc):
+            label = -1 if share_location else c
+            if label == background_label_id:
+                continue
+            dec[label] = [_decode(priors[p], pvars[p], code_type, variance_encoded_in_target,
+                                  locf[i, (p * n_loc + c) * 4:(p * n_loc + c) * 4 + 4].tolist()) for p in range(n_p)]
+        decoded.append(dec)
+        scores = {c: [conff[i, p * num_classes + c] for p in range(n_p)] for c in range(num_classes)}
+        indices, num_det = {}, 0
+        for c in range(num_classes):
+            if c == background_label_id:
+                continue
+            bx = dec[-1 if share_location else c]
+            pairs = sorted([(s, j) for j, s in enumerate(scores[c]) if s > thr], key=lambda t: -t[0])
+            if -1 < top_k < len(pairs):
+                pairs = pairs[:top_k]
+            kept, adaptive = [], nms_threshold
+            for _, j in pairs:
+                keep = True
+                for k in kept:
+                    if keep:
+                        keep = _jaccard(bx[j], bx[k]) <= adaptive
+                    else:
+                        break
+                if keep:
+                    kept.append(j)
+                if keep and eta < 1 and adaptive > 0.5:
+                    adaptive *= eta
+            indices[c] = kept
+            num_det += len(kept)
+        if -1 < keep_top_k < num_det:
+            sp = [(scores[c][j], c, j) for c in sorted(indices) for j in indices[c]]
+            sp = sorted(sp, key=lambda t: -t[0])[:keep_top_k]      # ties: a documented choice
+            new = {}
+            for s, c, j in sp:
+                new.setdefault(c, []).append(j)
+            indices = new
+        all_idx.append((scores, indices))
+    for i, (scores, indices) in enumerate(all_idx):
+        for c in sorted(indices):
+            for j in indices[c]:
+                b = decoded[i][-1 if share_location else c][j]
+                rows.append([i, c, scores[c][j]] + list(b))
+    if not rows:
+        rows = [[i] + [-1] * 6 for i in range(num)]
+    return np.array(rows, np.float64).reshape(1, 1, -1, 7)
+
+
+# ----------------------------------------------------------------------------- running
+def one_layer(type_name, params, inputs, blobs=None):
+    kind = get_type(type_name)
+    names = [f"in{i}" for i in range(len(inputs))]
+    inp = Layer("input", "Input", [], names, InputParams(shape=tuple(tuple(x.shape) for x in inputs)))
+    layer = Layer("layer", type_name, names, ["out"], params, blobs=blobs)
+    return Graph("t", [inp, layer]), dict(zip(names, inputs))
+
+
+def run_all(g, feeds):
+    """{runtime: output} for the float64 torch forward, ONNX Runtime and the generated source."""
+    from protogen.onnx_io import export_onnx, load_check
+    from protogen.torch_codegen import graph_to_torch_source, torch_state_dict
+    from protogen.torch_ref import TorchNet
+    net = TorchNet.from_graph(g).double() if any(l.blobs for l in g.layers) else TorchNet(g).double()
+    with torch.no_grad():
+        ref = net({k: torch.from_numpy(v.astype(np.float64)) for k, v in feeds.items()})["out"].numpy()
+    m = export_onnx(g)
+    load_check(m)
+    sess = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
+    onnx_out = sess.run(["out"], {k: v.astype(np.float32) for k, v in feeds.items()})[0]
+    ctxs = []
+    src = graph_to_torch_source(g, "T", _ctx_out=ctxs)
+    ns = {}
+    exec(compile(src, "<generated>", "exec"), ns)
+    mod = ns["T"]()
+    mod.load_state_dict(torch_state_dict(ctxs[0]))
+    with torch.no_grad():
+        src_out = mod(*[torch.from_numpy(feeds[n].astype(np.float32)) for n in mod.input_names]).numpy()
+    return {"torch64": ref, "onnxruntime": onnx_out, "torch_source": src_out}
+
+
+def params_of(type_name, fields):
+    from protogen.layers.base import Example
+    return Example(params=fields).make_params(get_type(type_name))
+
+
+# ----------------------------------------------------------------------------- PriorBox
+PRIOR_CASES = [
+    # SSD300 conv4_3-like: min/max, ratio 2 flipped, 4 variances, explicit step
+    (dict(min_size=[30.0], max_size=[60.0], aspect_ratio=[2.0], flip=True, clip=False,
+          variance=[0.1, 0.1, 0.2, 0.2], step=8.0, offset=0.5), (5, 4), (40, 32)),
+    # clipped at the borders: boxes larger than the image
+    (dict(min_size=[50.0], aspect_ratio=[3.0], clip=True, variance=[0.1]), (3, 3), (30, 30)),
+    # flip with duplicate ratios (2, 2, 0.5 -> 1, 2, 1/2), two min sizes with max sizes
+    (dict(min_size=[20.0, 45.0], max_size=[40.0, 70.0], aspect_ratio=[2.0, 2.0, 0.5], flip=True,
+          variance=[0.1, 0.1, 0.2, 0.2]), (2, 3), (24, 36)),
+    # no flip, img_h/img_w and step_h/step_w, offset 0, non-integer min_size (truncated by Caffe)
+    (dict(min_size=[16.7], aspect_ratio=[2.0, 3.0], flip=False, img_h=50, img_w=40, step_h=9.0,
+          step_w=7.5, offset=0.0), (6, 5), None),
+    # step from the sizes (float division), img_size
+    (dict(min_size=[10.0], img_size=33), (7, 5), None),
+]
+
+
+@pytest.mark.parametrize("fields,layer_hw,img_hw", PRIOR_CASES)
+def test_prior_box_matches_caffe_loop(fields, layer_hw, img_hw):
+    want = prior_box_oracle(fields, layer_hw, img_hw)
+    ins = [np.zeros((1, 2) + layer_hw, np.float32)]
+    if img_hw is not None:
+        ins.append(np.zeros((1, 3) + img_hw, np.float32))
+    g, feeds = one_layer("PriorBox", params_of("PriorBox", fields), ins)
+    assert get_type("PriorBox").shapes(g.layers[1].params, [x.shape for x in ins]) == [want.shape]
+    for name, got in run_all(g, feeds).items():
+        assert got.shape == want.shape, name
+        np.testing.assert_allclose(got, want, rtol=0, atol=2e-7, err_msg=name)
+    if fields.get("clip"):
+        assert (want[0, 0] == 0).any() and (want[0, 0] == 1).any()     # the case clips
+
+
+def test_prior_box_duplicate_ratios_counted_once():
+    p = params_of("PriorBox", dict(min_size=[20.0], aspect_ratio=[2.0, 2.0, 0.5, 0.5000001], flip=True))
+    assert get_type("PriorBox").num_priors(p) == 3      # 1, 2, 1/2
+
+
+@pytest.mark.parametrize("fields,msg", [
+    (dict(min_size=[30.0], max_size=[20.0]), "greater than min_size"),
+    (dict(min_size=[30.0], variance=[0.1, 0.2]), "1 or 4"),
+    (dict(min_size=[30.0], img_size=300, img_h=300, img_w=300), "not both"),
+])
+def test_prior_box_refuses_what_caffe_refuses(fields, msg):
+    from protogen.errors import ProtogenError
+    with pytest.raises(ProtogenError, match=msg):
+        params_of("PriorBox", fields)
+
+
+# ----------------------------------------------------------------------------- Normalize
+@pytest.mark.parametrize("across,shared", [(True, True), (True, False), (False, True), (False, False)])
+def test_normalize_matches_caffe_loop(across, shared):
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((2, 4, 3, 5)).astype(np.float32)
+    x[1, :, 0, 0] = 0.0                                  # a zero column: eps keeps it finite
+    scale = rng.uniform(1, 20, () if shared else (4,)).astype(np.float32)
+    p = params_of("Normalize", dict(across_spatial=across, channel_shared=shared, eps=1e-10))
+    g, feeds = one_layer("Normalize", p, [x], blobs=[scale])
+    want = normalize_oracle(x.astype(np.float64), scale.astype(np.float64), across, shared, 1e-10)
+    for name, got in run_all(g, feeds).items():
+        np.testing.assert_allclose(got, want, rtol=2e-6, atol=1e-6, err_msg=name)
+
+
+# ----------------------------------------------------------------------------- DetectionOutput
+def corner_inputs(boxes, scores, n_img=1):
+    """loc/conf/prior such that CORNER decoding with variance_encoded_in_target gives ``boxes``
+    exactly (priors all 0): boxes (n_img, P, 4), scores (n_img, P, C)."""
+    boxes, scores = np.asarray(boxes, np.float32), np.asarray(scores, np.float32)
+    n_p = boxes.shape[1]
+    prior = np.zeros((1, 2, n_p * 4), np.float32)
+    prior[0, 1] = 0.1
+    return [boxes.reshape(n_img, -1), scores.reshape(n_img, -1), prior]
+
+
+def det_check(fields, ins, min_count=0):
+    p = params_of("DetectionOutput", fields)
+    want = detection_output_oracle(*[x.astype(np.float64) for x in ins], **p.kwargs())
+    g, feeds = one_layer("DetectionOutput", p, ins)
+    for name, got in run_all(g, feeds).items():
+        d = compare_detections(got, want, tol=2e-6 if name == "torch64" else 1e-5)
+        assert d.ok, f"{name}: {d.summary()}"
+        # same row order as Caffe (image, label ascending, score descending)
+        np.testing.assert_allclose(got.reshape(-1, 7)[:, :2], want.reshape(-1, 7)[:, :2], err_msg=name)
+    assert count_detections(want) >= min_count
+    return want
+
+
+def test_nms_ties_and_threshold_equality():
+    # b0 == b1 (same score: the lower index wins, b1 suppressed); b3 disjoint with the same
+    # score; b2 overlaps b0 with IoU exactly 0.5 == nms_threshold: kept (Caffe keeps <=)
+    boxes = [[[0, 0, 1, 1], [0, 0, 1, 1], [0, 0, 1, 0.5], [2, 2, 3, 3]]]
+    scores = [[[0, 0.6], [0, 0.6], [0, 0.4], [0, 0.6]]]
+    want = det_check(dict(num_classes=2, code_type="CORNER", variance_encoded_in_target=True,
+                          nms_param=dict(nms_threshold=0.5)), corner_inputs(boxes, scores))
+    assert want.reshape(-1, 7)[:, 3:].tolist() == [[0, 0, 1, 1], [2, 2, 3, 3], [0, 0, 1, 0.5]]
+
+
+def test_boxes_outside_the_image_and_inverted_boxes():
+    # no clipping at decode; an inverted box (xmax < xmin) has size 0 and overlaps nothing:
+    # both copies kept, and it suppresses nothing
+    boxes = [[[-0.5, -0.2, 0.3, 1.4], [0.8, 0.1, 0.2, 0.9], [0.8, 0.1, 0.2, 0.9], [0.2, 0.1, 0.8, 0.9],
+              [1.2, 1.1, 1.9, 1.5]]]
+    scores = [[[0, 0.9, 0.1], [0, 0.8, 0.2], [0, 0.7, 0.3], [0, 0.6, 0.9], [0, 0.5, 0.5]]]
+    want = det_check(dict(num_classes=3, code_type="CORNER", variance_encoded_in_target=True,
+                          nms_param=dict(nms_threshold=0.1)), corner_inputs(boxes, scores), min_count=8)
+    r = want.reshape(-1, 7)
+    assert (r[:, 3:] < 0).any() and (r[:, 3:] > 1).any()
+    assert ((r[:, 5] < r[:, 3]) & (r[:, 2] > 0)).sum() == 4     # inverted boxes kept in both classes
+
+
+def test_empty_detections_give_minus_one_rows_per_image():
+    rng = np.random.default_rng(0)
+    boxes = rng.uniform(0, 1, (2, 6, 4))
+    scores = rng.uniform(0, 0.5, (2, 6, 3))
+    want = det_check(dict(num_classes=3, code_type="CORNER", variance_encoded_in_target=True,
+                          confidence_threshold=0.9), corner_inputs(boxes, scores, 2))
+    assert want.reshape(-1, 7).tolist() == [[0] + [-1] * 6, [1] + [-1] * 6]
+
+
+def test_one_image_without_detections():
+    boxes = np.tile(np.array([[0.1, 0.1, 0.5, 0.5], [0.6, 0.6, 0.9, 0.9]], np.float32), (2, 1, 1))
+    scores = np.array([[[0, 0.1], [0, 0.2]], [[0, 0.8], [0, 0.9]]], np.float32)
+    want = det_check(dict(num_classes=2, code_type="CORNER", variance_encoded_in_target=True,
+                          confidence_threshold=0.5), corner_inputs(boxes, scores, 2), min_count=2)
+    assert set(want.reshape(-1, 7)[:, 0]) == {1}
+
+
+def _random_inputs(seed, n, n_p, n_classes, n_loc):
+    rng = np.random.default_rng(seed)
+    c = rng.uniform(0.1, 0.9, (n_p, 2))
+    wh = rng.uniform(0.1, 0.6, (n_p, 2))
+    prior = np.stack([np.concatenate([c - wh / 2, c + wh / 2], 1).reshape(-1),
+                      np.tile([0.1, 0.1, 0.2, 0.2], n_p)])[None].astype(np.float32)
+    loc = (rng.standard_normal((n, n_p * n_loc * 4)) * 0.8).astype(np.float32)
+    conf = rng.uniform(0, 1, (n, n_p * n_classes)).astype(np.float32)
+    return [loc, conf, prior]
+
+
+@pytest.mark.parametrize("fields", [
+    dict(num_classes=4, code_type="CENTER_SIZE", nms_param=dict(nms_threshold=0.45, top_k=12),
+         keep_top_k=7, confidence_threshold=0.2),
+    dict(num_classes=3, share_location=False, background_label_id=-1, code_type="CORNER_SIZE",
+         nms_param=dict(nms_threshold=0.3, top_k=5), keep_top_k=9, confidence_threshold=0.1),
+    dict(num_classes=3, background_label_id=2, code_type="CORNER", nms_param=dict(nms_threshold=0.6)),
+    dict(num_classes=5, code_type="CENTER_SIZE", variance_encoded_in_target=True,
+         nms_param=dict(nms_threshold=0.45, top_k=30), keep_top_k=4),
+])
+def test_detection_output_random(fields):
+    n_loc = 1 if fields.get("share_location", True) else fields["num_classes"]
+    ins = _random_inputs(7, 2, 40, fields["num_classes"], n_loc)
+    want = det_check(fields, ins, min_count=4)
+    keep = fields.get("keep_top_k", -1)
+    if keep > -1:       # the cut applies in this case
+        r = want.reshape(-1, 7)
+        assert max(np.sum(r[:, 0] == i) for i in (0, 1)) == keep
+
+
+def test_adaptive_eta_in_torch_refused_in_onnx():
+    ins = _random_inputs(1, 1, 30, 3, 1)
+    p = params_of("DetectionOutput", dict(num_classes=3, code_type="CENTER_SIZE",
+                                          nms_param=dict(nms_threshold=0.7, eta=0.8)))
+    want = detection_output_oracle(*[x.astype(np.float64) for x in ins], **p.kwargs())
+    got = get_type("DetectionOutput").torch_forward(p, [torch.from_numpy(x.astype(np.float64)) for x in ins], [])[0]
+    assert compare_detections(got.numpy(), want, tol=1e-9).ok
+    g, _ = one_layer("DetectionOutput", p, ins)
+    from protogen.onnx_io import export_onnx
+    with pytest.raises(UnsupportedError, match="eta"):
+        export_onnx(g)
