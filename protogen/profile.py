@@ -107,6 +107,20 @@ def _cost_rows(g: Graph) -> list[dict]:
     return stats.compute(g, input_shapes=shapes)["layers"]
 
 
+def op_class(layer_type: str, params, in_shapes) -> str:
+    """A finer class than the layer type for the speed breakdown: convolutions split into
+    depthwise, 1x1 (pointwise) and kxk, read from the params' common fields."""
+    kh, kw = getattr(params, "kernel_h", 0), getattr(params, "kernel_w", 0)
+    group = getattr(params, "group", 1) or 1
+    if not kh or not hasattr(params, "group"):
+        return layer_type
+    cin = in_shapes[0][1] if in_shapes and len(in_shapes[0]) > 1 else 0
+    if group > 1 and group == cin:
+        return f"{layer_type} depthwise"
+    suffix = " grouped" if group > 1 else ""
+    return f"{layer_type} {'1x1' if (kh, kw) == (1, 1) else 'kxk'}{suffix}"
+
+
 def _fused_into(g: Graph, timed: set[str]) -> dict[str, str]:
     """For each layer without time: the nearest producer (through first inputs) that has."""
     producer = {}
@@ -212,6 +226,44 @@ def _ort_profile(g: Graph, feeds: dict, providers, threads, warmup: int, repeat:
     return res
 
 
+def runner(graph: Graph, *, provider: str = "cpu", batch: int = 1, threads: int | None = None,
+           seed: int = 0) -> tuple[Callable[[], object], str]:
+    """A callable running ``graph`` once in ONNX Runtime (or PyTorch CUDA, see
+    :func:`profile`), and the runtime's description; for interleaved timing of several nets."""
+    g = prepared(graph, batch, seed)
+    feeds = _feeds(g, seed)
+    providers = _check_provider(provider)
+    if providers is None:
+        import torch
+        from .torch_ref import TorchNet
+        net = TorchNet.from_graph(g).eval().to("cuda")
+        inputs = {k: torch.from_numpy(v).to("cuda") for k, v in feeds.items()}
+
+        def run_torch():
+            with torch.no_grad():
+                net(inputs)
+            torch.cuda.synchronize()
+        return run_torch, f"torch {torch.__version__} CUDA"
+    import onnxruntime as ort
+    from .onnx_io import export_onnx
+    sess = _session(export_onnx(g).SerializeToString(), providers, threads)
+    names = [o.name for o in sess.get_outputs()]
+    return (lambda: sess.run(names, feeds)), f"onnxruntime {ort.__version__} {sess.get_providers()[0]}"
+
+
+def _check_provider(provider: str):
+    """ORT providers for ``provider``; None: PyTorch CUDA instead; refuses without CUDA."""
+    if provider not in PROVIDERS:
+        raise ProtogenError(f"--provider must be one of {', '.join(PROVIDERS)}, got {provider!r}")
+    providers = _ort_providers(provider)
+    if provider == "cuda" and providers is None:
+        import torch
+        if not torch.cuda.is_available():
+            raise ProtogenError("--provider cuda: no CUDA here (onnxruntime has no "
+                                "CUDAExecutionProvider and torch.cuda.is_available() is False)")
+    return providers
+
+
 # ----------------------------------------------------------------------------- PyTorch CUDA
 def _torch_cuda_profile(g: Graph, feeds: dict, threads, warmup: int, repeat: int,
                         per_layer: bool) -> dict:
@@ -273,20 +325,14 @@ def _torch_cuda_profile(g: Graph, feeds: dict, threads, warmup: int, repeat: int
 def profile(graph: Graph, *, provider: str = "cpu", batch: int = 1, threads: int | None = None,
             repeat: int = 20, warmup: int = 3, seed: int = 0, per_layer: bool = True) -> dict:
     """Measure ``graph``; see the module docstring. Returns a JSON-ready dict."""
-    if provider not in PROVIDERS:
-        raise ProtogenError(f"--provider must be one of {', '.join(PROVIDERS)}, got {provider!r}")
     for opt, v, lo in (("batch", batch, 1), ("repeat", repeat, 1), ("warmup", warmup, 0)):
         if v < lo:
             raise ProtogenError(f"--{opt} must be >= {lo}, got {v}")
     if threads is not None and threads < 1:
         raise ProtogenError(f"--threads must be >= 1, got {threads}")
     note = ""
-    providers = _ort_providers(provider)
-    if provider == "cuda" and providers is None:
-        import torch
-        if not torch.cuda.is_available():
-            raise ProtogenError("--provider cuda: no CUDA here (onnxruntime has no "
-                                "CUDAExecutionProvider and torch.cuda.is_available() is False)")
+    providers = _check_provider(provider)
+    if providers is None:
         note = ("onnxruntime has no CUDAExecutionProvider here: the timings are PyTorch CUDA "
                 "(the reference executor, float32), not ONNX Runtime")
     g = prepared(graph, batch, seed)
@@ -330,10 +376,11 @@ def _per_layer(g: Graph, raw: dict, cost: list[dict]) -> dict:
                 layer_ops[owner].append(op)
                 if raw["kept_nodes"] is None or nname in raw["kept_nodes"]:
                     nodes_alive.add(owner)
+    opc = {st.layer.name: op_class(st.layer.type, st.layer.params, st.in_shapes) for st in g.steps()}
     timed = {n for n, ms in layer_ms.items() if ms > 0}
     fused = _fused_into(g, timed)
     total = sum(layer_ms.values()) + sum(runtime_ms.values())
-    layers, by_type = [], {}
+    layers, by_type, by_op = [], {}, {}
     for r in cost:
         n = r["name"]
         row = {"name": n, "type": r["type"], "time_ms": layer_ms[n],
@@ -343,20 +390,22 @@ def _per_layer(g: Graph, raw: dict, cost: list[dict]) -> dict:
         if n not in timed and n in fused and (n not in nodes_alive or raw.get("kept_nodes") is None):
             row["fused_into"] = fused[n]
         layers.append(row)
-        t = by_type.setdefault(r["type"], {"type": r["type"], "layers": 0, "time_ms": 0.0,
-                                           "macs": 0, "memory_access": 0, "params": 0})
-        t["layers"] += 1
-        t["time_ms"] += layer_ms[n]
-        for k in ("macs", "memory_access", "params"):
-            t[k] += r[k]
-    for t in by_type.values():
+        for group, key in ((by_type, r["type"]), (by_op, opc[n])):
+            t = group.setdefault(key, {"type": key, "layers": 0, "time_ms": 0.0,
+                                       "macs": 0, "memory_access": 0, "params": 0})
+            t["layers"] += 1
+            t["time_ms"] += layer_ms[n]
+            for k in ("macs", "memory_access", "params"):
+                t[k] += r[k]
+    for t in list(by_type.values()) + list(by_op.values()):
         t["share"] = t["time_ms"] / total if total else 0.0
     return {"profiled_run_ms": raw["profiled_run_ms"], "profiled_runs": raw["profiled_runs"],
             "layer_time_ms": sum(layer_ms.values()),
             "runtime_ms": sum(runtime_ms.values()),
             "runtime_nodes": [{"name": k, "time_ms": v} for k, v in sorted(runtime_ms.items())],
             "layers": layers,
-            "by_type": sorted(by_type.values(), key=lambda t: -t["time_ms"])}
+            "by_type": sorted(by_type.values(), key=lambda t: -t["time_ms"]),
+            "by_op": sorted(by_op.values(), key=lambda t: -t["time_ms"])}
 
 
 # ----------------------------------------------------------------------------- text
@@ -383,8 +432,9 @@ def format_profile(p: dict, top: int | None = None) -> str:
                          "", "", "", ""))
         lines += _table(rows, right=(2, 3, 4, 5, 6))
         lines.append("")
-        rows = [("type", "layers", "time ms", "share", "mult-adds", "mem access", "ns/mult-add")]
-        for t in p["by_type"]:
+        rows = [("type (convolutions by kind)", "layers", "time ms", "share", "mult-adds",
+                 "mem access", "ns/mult-add")]
+        for t in p["by_op"]:
             per = f"{1e6 * t['time_ms'] / t['macs']:.3f}" if t["macs"] else ""
             rows.append((t["type"], str(t["layers"]), _ms(t["time_ms"]), f"{100 * t['share']:.1f}%",
                          human(t["macs"]), human(t["memory_access"]), per))
@@ -395,7 +445,7 @@ def format_profile(p: dict, top: int | None = None) -> str:
                      f"{p['profiled_run_ms']:.3f} ms (mean of {p['profiled_runs']})")
     lat = p["latency"]
     lines.append(f"{p['model']}: {p['runtime']}, batch {p['batch']}"
-                 + (f", {p['threads']} threads" if p.get("threads") else "")
+                 + (f", threads {p['threads']}" if p.get("threads") else "")
                  + f": latency {lat['median']:.3f} ms median of {lat['runs']} "
                    f"(p10 {lat['p10']:.3f}, p90 {lat['p90']:.3f}, min {lat['min']:.3f}, "
                    f"max {lat['max']:.3f}; {p['warmup']} warm-up), "
