@@ -7,3 +7,4 @@ from . import conv, pool, norm, act, tensor, io  # noqa: F401,E402  (registers t
 from . import act_ext, reduce, crop, bn_ext, resize  # noqa: F401,E402  (fork and extra upstream types, engineer E)
 from . import ssd, ssd_detect  # noqa: F401,E402  (SSD family: PriorBox, Normalize, DetectionOutput; engineer F1)
 from . import data  # noqa: F401,E402  (more data sources: HDF5Data, MemoryData, DenseImageData, ...; engineer D)
+from . import rcnn, yolo  # noqa: F401,E402  (two-stage detectors and YOLO forks; engineer F2)

@@ -1,0 +1,1 @@
+"""Two-stage detector layers (placeholder while written)."""
