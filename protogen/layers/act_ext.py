@@ -236,6 +236,7 @@ class Swish(_Neuron):
 class HSwish(_Neuron):
     """y = x * min(max(x + 3, 0), 6) / 6. semantics: aovoc/caffe src/caffe/layers/hswish_layer.cpp"""
     type = "HSwish"
+    schemas = ("mobilenet-v3",)
 
     def to_onnx(self, ctx, step):
         ctx.op("HardSwish", [ctx.name(step.inputs[0])], step.outputs[0])
@@ -252,6 +253,7 @@ class HSwish(_Neuron):
 class HSigmoid(_Neuron):
     """y = min(max(x + 3, 0), 6) / 6. semantics: aovoc/caffe src/caffe/layers/hsigmoid_layer.cpp"""
     type = "HSigmoid"
+    schemas = ("mobilenet-v3",)
 
     def to_onnx(self, ctx, step):
         ctx.op("HardSigmoid", [ctx.name(step.inputs[0])], step.outputs[0], alpha=1.0 / 6.0, beta=0.5)
@@ -268,6 +270,7 @@ class Mish(_Neuron):
     """y = x * tanh(softplus(x)) (the fork switches softplus to x above 20 and to exp(x) below
     -20, equal in float32). semantics: troyliu0105/caffe src/caffe/layers/mish_layer.cpp"""
     type = "Mish"
+    schemas = ("yolo",)
 
     def to_onnx(self, ctx, step):
         # ONNX Mish is opset 18; at opset 17: x * tanh(softplus(x))

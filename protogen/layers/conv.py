@@ -26,9 +26,20 @@ class ConvParams:
 
 
 class _ConvBase(LayerType):
+    """n bottoms -> n tops through the same weights (Caffe's BaseConvolutionLayer: all bottoms
+    of one shape)."""
     param_field = "convolution_param"
     Params = ConvParams
     benign_param_fields = LayerType.benign_param_fields | {"force_nd_im2col"}
+    n_bottoms = (1, None)
+    n_tops = (1, None)
+
+    def output_shapes(self, p, ins, n_tops):
+        if n_tops != len(ins):
+            raise ShapeError(f"{self.type} with {len(ins)} bottoms needs {len(ins)} tops, got {n_tops}")
+        if any(tuple(s) != tuple(ins[0]) for s in ins[1:]):
+            raise ShapeError(f"{self.type} bottoms must share one shape, got {[tuple(s) for s in ins]}")
+        return self.shapes(p, ins[:1]) * len(ins)
 
     def default_params(self):
         raise ProtogenError(f"{self.type} needs num_output and kernel_size")
@@ -110,14 +121,13 @@ class _ConvBase(LayerType):
     def to_onnx(self, ctx, step):
         p, l = step.layer.params, step.layer
         w = layer_blobs(step)
-        ins = [ctx.name(step.inputs[0]), ctx.const("weight", w[0])]
-        if p.bias_term:
-            ins.append(ctx.const("bias", w[1]))
+        ws = [ctx.const("weight", w[0])] + ([ctx.const("bias", w[1])] if p.bias_term else [])
         pads = [p.pad_h, p.pad_w, p.pad_h, p.pad_w]
-        ctx.op(self.onnx_op, ins, step.outputs[0], kernel_shape=[p.kernel_h, p.kernel_w],
-               strides=[p.stride_h, p.stride_w], pads=pads if any(pads) else None,
-               dilations=[p.dilation_h, p.dilation_w] if (p.dilation_h, p.dilation_w) != (1, 1) else None,
-               group=p.group if p.group != 1 else None)
+        for x, y in zip(step.inputs, step.outputs):     # several bottoms share the weights
+            ctx.op(self.onnx_op, [ctx.name(x)] + ws, y, kernel_shape=[p.kernel_h, p.kernel_w],
+                   strides=[p.stride_h, p.stride_w], pads=pads if any(pads) else None,
+                   dilations=[p.dilation_h, p.dilation_w] if (p.dilation_h, p.dilation_w) != (1, 1) else None,
+                   group=p.group if p.group != 1 else None)
 
     #: the PyTorch module of the readable source (same weight layout as Caffe)
     torch_module = "nn.Conv2d"
@@ -136,15 +146,19 @@ class _ConvBase(LayerType):
             args.append("bias=False")
         weights = {"weight": w[0], "bias": w[1]} if p.bias_term else {"weight": w[0]}
         m = src.module(f"{self.torch_module}({', '.join(args)})", weights)
-        src.assign(f"{m}({src.x()})")
+        if len(step.inputs) == 1:
+            src.assign(f"{m}({src.x()})")
+            return
+        for i in range(len(step.inputs)):               # several bottoms share the weights
+            src.line(f"{src.y(i)} = {m}({src.x(i)})")
 
     def macs(self, p: ConvParams, ins, outs) -> int:
         # each output element: (Cin/group) * kh * kw multiply-adds (bias not counted)
         cin = ins[0][1]
         if self.type == "Deconvolution":
             # every input element scatters into (Cout/group) * kh * kw outputs
-            return numel(ins[0][1:]) * (p.num_output // p.group) * p.kernel_h * p.kernel_w
-        return numel(outs[0][1:]) * (cin // p.group) * p.kernel_h * p.kernel_w
+            return len(ins) * numel(ins[0][1:]) * (p.num_output // p.group) * p.kernel_h * p.kernel_w
+        return len(ins) * numel(outs[0][1:]) * (cin // p.group) * p.kernel_h * p.kernel_w
 
 
 @register
@@ -170,8 +184,8 @@ class Convolution(_ConvBase):
 
     def torch_forward(self, p, xs, blobs, n_tops=1):
         import torch.nn.functional as F
-        return [F.conv2d(xs[0], blobs[0], blobs[1] if p.bias_term else None, (p.stride_h, p.stride_w),
-                         (p.pad_h, p.pad_w), (p.dilation_h, p.dilation_w), p.group)]
+        return [F.conv2d(x, blobs[0], blobs[1] if p.bias_term else None, (p.stride_h, p.stride_w),
+                         (p.pad_h, p.pad_w), (p.dilation_h, p.dilation_w), p.group) for x in xs]
 
     def shapes(self, p: ConvParams, ins):
         require_rank(ins, 4, "Convolution")
@@ -189,10 +203,20 @@ class Convolution(_ConvBase):
 
 @register
 class ConvolutionDepthwise(Convolution):
-    """Fork spelling of a depthwise convolution (group = channels), read as Convolution."""
+    """A depthwise convolution that ignores ``group``: weights (C, 1, kh, kw), C output
+    channels for C input channels (num_output must say C). Read as Convolution with group C.
+    semantics: HJiahu/learn_caffe_src src/caffe/layers/conv_dw_layer.cpp (the
+    farmingyard/caffe-mobilenet layer)"""
     type = "ConvolutionDepthwise"
-    examples = (Example(params=dict(num_output=4, kernel_size=3, pad=1, group=4), ins=[(2, 4, 7, 7)]),)
-    aliases = ("DepthwiseConvolution",)
+    schemas = ("depthwise",)
+    examples = (Example(params=dict(num_output=4, kernel_size=3, pad=1, group=4), ins=[(2, 4, 7, 7)]),
+                Example(params=dict(num_output=3, kernel_size=3, stride=2), ins=[(2, 3, 7, 6)]))
+
+    def shapes(self, p, ins):
+        if len(ins[0]) == 4 and ins[0][1] != p.num_output:
+            raise ShapeError(f"ConvolutionDepthwise gives as many channels as its input ({ins[0][1]}); "
+                             f"num_output says {p.num_output}")
+        return super().shapes(p, ins)
 
     def parse(self, lp) -> ConvParams:
         from dataclasses import replace
@@ -206,6 +230,17 @@ class ConvolutionDepthwise(Convolution):
 
     def caffe_layers(self, layer, dialect, shapes=None) -> list:
         return Convolution.caffe_layers(self, layer, dialect, shapes)
+
+
+@register
+class DepthwiseConvolution(Convolution):
+    """Caffe's convolution (BaseConvolutionLayer) with the prototxt's ``group``, under a fork's
+    name (the files set group = channels); written back under the same name.
+    semantics: eric612/MobileNet-YOLO src/caffe/layers/depthwise_conv_layer.cpp
+    (yonghenglh6/DepthwiseConvolution's layer)"""
+    type = "DepthwiseConvolution"
+    schemas = ("depthwise", "mobilenet-yolo")
+    examples = (Example(params=dict(num_output=4, kernel_size=3, pad=1, group=4), ins=[(2, 4, 7, 7)]),)
 
 
 @register
@@ -233,9 +268,9 @@ class Deconvolution(_ConvBase):
 
     def torch_forward(self, p, xs, blobs, n_tops=1):
         import torch.nn.functional as F
-        return [F.conv_transpose2d(xs[0], blobs[0], blobs[1] if p.bias_term else None,
+        return [F.conv_transpose2d(x, blobs[0], blobs[1] if p.bias_term else None,
                                    (p.stride_h, p.stride_w), (p.pad_h, p.pad_w), 0, p.group,
-                                   (p.dilation_h, p.dilation_w))]
+                                   (p.dilation_h, p.dilation_w)) for x in xs]
 
     def shapes(self, p: ConvParams, ins):
         require_rank(ins, 4, "Deconvolution")

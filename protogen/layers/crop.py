@@ -166,6 +166,7 @@ class Axpy(LayerType):
     (a, x, b), x and b of one shape (SENet's SE-block fusion).
     semantics: hujie-frank/SENet src/caffe/layers/axpy_layer.cpp"""
     type = "Axpy"
+    schemas = ("senet", "refinedet", "waifu2x")
     n_bottoms = (3, 3)
     examples = (
         Example(ins=[(2, 3, 1, 1), (2, 3, 4, 5), (2, 3, 4, 5)]),
