@@ -43,6 +43,15 @@ NO_EXAMPLES = {
     "ImageData": "training data source (image list)",
     "SoftmaxWithLoss": "training loss",
     "Accuracy": "training/test metric",
+    # data sources of protogen/layers/data.py (engineer D): the inference view turns each into
+    # an Input (tests/converter/test_data_layers.py checks their shapes)
+    "HDF5Data": "training data source (HDF5 files)",
+    "MemoryData": "training data source (arrays fed from code)",
+    "DenseImageData": "training data source (SegNet image + label list)",
+    "WindowData": "training data source (R-CNN windows)",
+    "AnnotatedData": "training data source (SSD images + boxes)",
+    "DummyData": "data source (filler-made blobs)",
+    "Python": "data source written in Python (arbitrary code)",
 }
 
 
