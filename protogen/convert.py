@@ -53,18 +53,15 @@ def _write_prototxt(src, out: Path, graph, weights, dialect) -> list[str]:
     from .caffe.loader import read_net
     from .util import atomic_open, write_text
     if str(src).lower().endswith(".onnx"):
-        from .caffe.prototxt import to_net_param
-        from .ir import DEPLOY
-        net = to_net_param(graph, DEPLOY, dialect)
-        blobs = {l.name: l.blobs for l in graph if l.blobs}
-    else:
-        net = read_net(src)
-        blobs = {}
-        if weights is not None:
-            blobs = {k: v for k, v in read_caffemodel(weights).blobs.items()}
-            blobs.update({l.name: l.blobs for l in graph if l.blobs})   # normalised shapes
+        from .onnx_import import write_caffe      # the one ONNX -> Caffe files writer
+        return [str(p) for p in write_caffe(graph, out, dialect)]
+    net = read_net(src)
+    blobs = {}
+    if weights is not None:
+        blobs = {k: v for k, v in read_caffemodel(weights).blobs.items()}
+        blobs.update({l.name: l.blobs for l in graph if l.blobs})   # normalised shapes
     text = text_format.MessageToString(net)
-    if weights is None and not str(src).lower().endswith(".onnx"):
+    if weights is None:
         write_text(out, text)
         return [str(out)]
     # both files go to temporary files first; the prototxt is renamed into place, then the
