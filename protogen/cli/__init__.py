@@ -35,10 +35,10 @@ from __future__ import annotations
 import sys
 
 from ..errors import ProtogenError
-from . import convert, diff, emit, listing, options, stats, verify
+from . import bench, convert, diff, draw, emit, listing, options, profile, stats, verify
 
 #: every subcommand, in the order of 'protogen --help'
-COMMANDS = (listing, emit, stats, verify, convert, diff)
+COMMANDS = (listing, emit, stats, verify, convert, diff, profile, bench, draw)
 
 
 def build_parser() -> options.Parser:
