@@ -125,7 +125,7 @@ def layer_problems(lp) -> list[str]:
     """Everything about ``lp`` that protogen cannot represent (empty: fine)."""
     if lp.type not in _REGISTRY:
         return [f"unknown layer type '{lp.type}'"]
-    kind = _REGISTRY[lp.type]
+    kind = _REGISTRY[lp.type].resolve(lp)
     bad = []
     for fd, _ in lp.ListFields():
         if fd.name in _LAYER_COMMON or fd.name == kind.param_field or fd.name in kind.benign_fields:
@@ -149,7 +149,7 @@ def graph_from_net_param(msg, file: str | None = None) -> Graph:
         raise UnsupportedError(problems, file=file)
     layers = []
     for lp in msg.layer:
-        kind = get_type(lp.type)
+        kind = get_type(lp.type).resolve(lp)
         try:
             params = kind.parse(lp)
         except ProtogenError as e:

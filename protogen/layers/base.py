@@ -178,6 +178,11 @@ class LayerType:
     def default_params(self):
         return self.Params()
 
+    def resolve(self, lp) -> "LayerType":
+        """The registry type that reads Caffe layer ``lp`` of this type: itself, except for a
+        generic type (``Python``) that hands a layer to the type of the code it names."""
+        return self
+
     def canonical_params(self, p, ins: list[Shape], phase: str | None = None):
         """``p`` with Caffe-irrelevant spellings normalised, for structural comparison
         (:mod:`protogen.diff`): two layers whose canonical params are equal compute the same

@@ -255,6 +255,13 @@ class Python(_Source):
     n_bottoms = (0, None)
     benign_param_fields = LayerType.benign_param_fields | {"share_in_parallel"}
 
+    def resolve(self, lp):
+        # a Python layer whose code protogen implements is the registry type named
+        # "Python:<module>.<layer>" (e.g. py-faster-rcnn's ProposalLayer, layers/rcnn.py)
+        from .base import registered_types
+        p = lp.python_param
+        return registered_types().get(f"Python:{p.module}.{p.layer}", self)
+
     def unsupported(self, lp):
         if len(lp.bottom):
             p = lp.python_param
