@@ -169,56 +169,33 @@ def Layer_(name, top, shape):
 
 
 # ============================================================================ weights
-def _fit_blob(arr, want: tuple, file, layer: str, i: int):
-    """A caffemodel blob as the expected weight shape. Legacy 4-D (num, channels, height,
-    width) blobs are aligned from the end (Caffe's Blob::ShapeEquals: an InnerProduct
-    weight stored 1x1xMxN, a bias 1x1x1xN)."""
-    have = tuple(int(d) for d in arr.shape)
-    if have == want:
-        return arr
-    if len(have) == 4 and len(want) <= 4 and have == (1,) * (4 - len(want)) + want:
-        return arr.reshape(want)
-    raise ProtogenError(f"weight blob {i} has shape {have} in the caffemodel but the net needs "
-                        f"{want}", file=file, layer=layer)
+from .attach import MAX_WEIGHT_ELEMENTS, attach_weights, fit_blob as _fit_blob  # noqa: E402,F401
 
 
-def attach_weights(graph: Graph, model, file: str | None = None) -> Graph:
-    """``model``: a :class:`CaffeModel` or a caffemodel path. Attach a caffemodel's blobs to ``graph``'s layers by layer NAME (Caffe's
-    CopyTrainedLayersFrom): unknown source layers are ignored; a layer that needs weights
-    and has none, a different blob count or a different shape is an error."""
-    import os
-    if isinstance(model, (str, os.PathLike)):
-        from .caffemodel import read_caffemodel
-        file = file or str(model)
-        model = read_caffemodel(model)
-    steps = graph.steps(file=file)
-    total = 0
-    for st in steps:
-        l = st.layer
-        want = [tuple(int(d) for d in s) for s in l.kind.weight_shapes(l.params, st.in_shapes)]
-        for s in want:
-            n = 1
-            for d in s:
-                n *= d
-            total += n
-        if total > MAX_WEIGHT_ELEMENTS:
-            raise ProtogenError(f"absurd weight size: the net needs over {MAX_WEIGHT_ELEMENTS} "
-                                "weight values", file=file, layer=l.name)
-        if model is None:
+def rename_repeated_layers(net) -> tuple[set, list[str]]:
+    """Caffe allows several layers of one name; the graph needs unique names. Later layers of
+    a repeated name get ``name_2``, ``name_3``... (in place); returns (the renamed layers'
+    new names, notes). Caffe gives caffemodel weights only to the first layer of a name
+    (CopyTrainedLayersFrom), so the renamed ones never take caffemodel blobs."""
+    used = {lp.name for lp in net.layer}
+    seen: dict[str, int] = {}
+    renamed, counts = set(), {}
+    for lp in net.layer:
+        k = seen.get(lp.name, 0) + 1
+        seen[lp.name] = k
+        if k == 1:
             continue
-        have = model.blobs.get(l.name)
-        if not want:
-            if have:
-                l.blobs = None
-            continue
-        if not have:
-            raise ProtogenError(f"the caffemodel has no weights for this {l.type} layer",
-                                file=file, layer=l.name)
-        if len(have) != len(want):
-            raise ProtogenError(f"the caffemodel has {len(have)} weight blob(s) but the {l.type} "
-                                f"layer needs {len(want)} (shapes {want})", file=file, layer=l.name)
-        l.blobs = [_fit_blob(a, s, file, l.name, i) for i, (a, s) in enumerate(zip(have, want))]
-    return graph
+        new = f"{lp.name}_{k}"
+        while new in used:
+            new += "_"
+        used.add(new)
+        counts[lp.name] = counts.get(lp.name, 1) + 1
+        lp.name = new
+        renamed.add(new)
+    notes = [f"layer name '{n}' is used {c} times (Caffe allows it): the later ones are named "
+             f"{n}_2.. here, and only the first takes caffemodel weights, as in Caffe"
+             for n, c in counts.items()]
+    return renamed, notes
 
 
 def check_weight_size(graph: Graph, file: str | None = None) -> None:
@@ -239,8 +216,12 @@ def load_model(prototxt, caffemodel=None, phase: str | None = None, input_shape=
     from .caffemodel import read_caffemodel
     from .netstate import filter_net
     ptxt = str(prototxt)
+    from .fill import fillers_of
     msg, notes = read_net_notes(ptxt)
     filter_net(msg, phase, level, stages, file=ptxt)
+    renamed, more = rename_repeated_layers(msg)
+    notes += more
+    fillers = {lp.name: fillers_of(lp) for lp in msg.layer}
     g = _graph_of(msg, notes, ptxt)
     if inference:
         g = inference_view(g, input_shape, file=ptxt)
@@ -248,7 +229,8 @@ def load_model(prototxt, caffemodel=None, phase: str | None = None, input_shape=
         raise ProtogenError("input_shape needs the inference view")
     model = read_caffemodel(caffemodel) if caffemodel is not None else None
     try:
-        attach_weights(g, model, file=str(caffemodel) if caffemodel is not None else ptxt)
+        attach_weights(g, model, file=str(caffemodel) if caffemodel is not None else ptxt,
+                       fillers=fillers, no_source=renamed, notes=notes)
     except ProtogenError as e:
         # shape errors come from the prototxt itself
         raise e.with_context(file=ptxt)

@@ -11,7 +11,7 @@ import pytest
 from protogen.caffe.caffemodel import write_caffemodel
 from protogen.caffe.loader import load_model, read_net
 from protogen.cli import main
-from protogen.errors import ProtogenError
+from protogen.errors import ProtogenError, UnsupportedError
 
 from tests.helpers import CORPUS  # noqa: E402
 from tests.helpers import needs_corpus  # noqa: E402
@@ -91,10 +91,28 @@ def test_caffemodel_cut_at_a_layer_boundary_misses_weights(tmp_path, small):
     p, _, blobs = small
     w = tmp_path / "partial.caffemodel"
     write_caffemodel(w, read_net(p), {"conv1": blobs["conv1"]})
-    with pytest.raises(ProtogenError) as ei:
+    # Caffe's CopyTrainedLayersFrom leaves 'fc' as its LayerSetUp filled it: no weight_filler
+    # / bias_filler means FillerParameter's default, constant 0 (said in a note)
+    g = load_model(p, w)
+    assert not g.layer("fc").blobs[0].any() and not g.layer("fc").blobs[1].any()
+    np.testing.assert_array_equal(g.layer("conv1").blobs[0], blobs["conv1"][0])
+    assert any("no weights for 1 layer(s) ('fc')" in n for n in g.notes), g.notes
+
+
+def test_missing_weights_with_random_fillers_name_every_layer(tmp_path, small):
+    p, _, _ = small
+    p.write_text(SMALL.replace("convolution_param { num_output: 3 kernel_size: 3 }",
+                               'convolution_param { num_output: 3 kernel_size: 3 weight_filler { type: "msra" } }')
+                 .replace("inner_product_param { num_output: 4 }",
+                          'inner_product_param { num_output: 4 weight_filler { type: "gaussian" std: 0.01 } }'))
+    w = tmp_path / "empty.caffemodel"
+    write_caffemodel(w, read_net(p), {})
+    with pytest.raises(UnsupportedError) as ei:
         load_model(p, w)
     e = ei.value
-    assert e.layer == "fc" and "no weights" in e.message and e.file == str(w)
+    assert [(n, t) for n, t, _ in e.items] == [("conv1", "Convolution"), ("fc", "InnerProduct")]
+    assert "weight_filler (msra)" in e.items[0][2] and "weight_filler (gaussian)" in e.items[1][2]
+    assert e.file == str(w)
 
 
 def test_blob_shape_mismatch_names_both_shapes(tmp_path, capsys, small):
