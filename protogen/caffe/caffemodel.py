@@ -138,6 +138,30 @@ def _parse_blob(buf, start: int, end: int, where: str) -> np.ndarray:
     return data.reshape(shape)
 
 
+def _parse_layer_meta(lp, meta: bytes) -> None:
+    """A caffemodel layer's metadata (blobs lifted out). Layer parameters stored in a
+    caffemodel are never used (the prototxt's win), and forks number some parameter fields
+    differently (SegNet's upsample_param is upstream's embed_param, 137; OpenCV's ceil_mode
+    is round_mode, 13): when the bytes do not parse with our schema, keep only the fields
+    that identify the layer (name, type, bottoms, tops, phase rules)."""
+    try:
+        lp.ParseFromString(meta)
+        return
+    except Exception:     # protobuf DecodeError and friends
+        lp.Clear()
+    keep = {"name", "type", "bottom", "top", "include", "exclude", "layer"}
+    fields_by_number = {fd.number: fd for fd in lp.DESCRIPTOR.fields if fd.name in keep}
+    kept = bytearray()
+    for no, _wire, _s, e, fs in fields(memoryview(meta), 0, len(meta)):
+        if no in fields_by_number:
+            kept += meta[fs:e]
+    try:
+        lp.ParseFromString(bytes(kept))
+    except Exception:
+        lp.Clear()
+        raise
+
+
 def read_caffemodel(path) -> CaffeModel:
     """Read a binary caffemodel; weights are zero-copy views of the memory-mapped file."""
     from . import pb
@@ -200,7 +224,7 @@ def read_caffemodel(path) -> CaffeModel:
         for no, meta, ranges in layer_metas:
             container = net.layer if no == v2_layer else net.layers
             lp = container.add()
-            lp.ParseFromString(meta)
+            _parse_layer_meta(lp, meta)
             name = lp.name if no == v2_layer else (lp.name or lp.layer.name)
             arrays = []
             for i, (s, e) in enumerate(ranges):

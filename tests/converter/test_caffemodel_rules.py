@@ -109,3 +109,58 @@ def test_weights_shared_by_param_name(tmp_path, stored):
     # unshared biases: each layer its own (missing ones keep the constant-0 default)
     for k in "ab":
         np.testing.assert_array_equal(g.layer(k).blobs[1], bias[k] if k in stored else [0, 0])
+
+
+POOL = '''name: "pool"
+layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 1 dim: 1 dim: 6 dim: 6 } } }
+layer { name: "pool" type: "Pooling" bottom: "data" top: "pool" pooling_param { pool: MAX kernel_size: 3 stride: 2 } }
+layer { name: "up" type: "Deconvolution" bottom: "pool" top: "up"
+  convolution_param { num_output: 1 kernel_size: 2 stride: 2 bias_term: false } }
+'''
+
+
+def test_caffemodel_layer_params_never_override_the_prototxt(tmp_path):
+    """A caffemodel written by OpenCV's schema stores pooling ``ceil_mode: true`` as field 13
+    = 1, which upstream reads as round_mode FLOOR; and SegNet's upsample_param (137) lands on
+    upstream's embed_param. Neither may change the net: the prototxt's parameters win."""
+    p = tmp_path / "pool.prototxt"
+    p.write_text(POOL)
+    net = read_net(p)
+    net.layer[1].pooling_param.round_mode = 1             # what OpenCV's ceil_mode: true reads as
+    w = tmp_path / "pool.caffemodel"
+    write_caffemodel(w, net, {"up": [np.ones((1, 1, 2, 2), np.float32)]})
+    g = load_model(p, w)
+    # 6x6, kernel 3, stride 2: ceil((6-3)/2)+1 = 3 (the prototxt's CEIL), not 2 (FLOOR)
+    assert g.steps()[1].out_shapes == [(1, 1, 3, 3)]
+    np.testing.assert_array_equal(g.layer("up").blobs[0], np.ones((1, 1, 2, 2)))
+
+
+def test_unparsable_fork_layer_params_in_a_caffemodel_are_skipped(tmp_path):
+    from protogen.caffe.caffemodel import read_caffemodel
+    from protogen.wire import len_field
+    p = tmp_path / "pool.prototxt"
+    p.write_text(POOL)
+    from protogen.caffe import pb
+    from protogen.caffe.caffemodel import _blob_bytes
+    # the 'up' layer gets an extra field 137 holding bytes that are not a valid EmbedParameter
+    # (wire type 7 does not exist), as a fork's parameter at that number might be
+    bad = len_field(137, 2) + b"\x0f\x00"
+    with pytest.raises(Exception):
+        pb.LayerParameter.FromString(bad)
+    net2 = read_net(p)
+    w2 = tmp_path / "y.caffemodel"
+    layer_no = pb.NetParameter.DESCRIPTOR.fields_by_name["layer"].number
+    body = b""
+    for lp in net2.layer:
+        meta = lp.SerializeToString() + (bad if lp.name == "up" else b"")
+        if lp.name == "up":
+            blob = np.full((1, 1, 2, 2), 2, np.float32)
+            bh, a = _blob_bytes(blob)
+            meta += len_field(7, len(bh) + a.nbytes) + bh + a.tobytes()
+        body += len_field(layer_no, len(meta)) + meta
+    hdr = pb.NetParameter(name=net2.name).SerializeToString()
+    w2.write_bytes(hdr + body)
+    m = read_caffemodel(w2)
+    assert [lp.name for lp in m.net.layer] == ["data", "pool", "up"]
+    g = load_model(p, w2)
+    np.testing.assert_array_equal(g.layer("up").blobs[0], np.full((1, 1, 2, 2), 2))
