@@ -49,9 +49,19 @@ class Pooling(LayerType):
                 Example(params=dict(pool="AVE", kernel_size=3, stride=2, pad=1), ins=[(2, 3, 7, 6)]),
                 Example(params=dict(pool="AVE", global_pooling=True), ins=[(2, 3, 5, 4)]),
                 Example(params=dict(pool="MAX", kernel_h=2, kernel_w=3, stride=2, pad_w=1),
-                        ins=[(2, 2, 7, 7)]))
+                        ins=[(2, 2, 7, 7)]),
+                Example(params=dict(pool="MAX", kernel_size=3, stride=2, pad=1), ins=[(2, 3, 7, 8)],
+                        n_tops=2))
     param_field = "pooling_param"
     Params = PoolParams
+    #: MAX pooling may give a second top, the mask (layers/pool_mask.py)
+    n_tops = (1, 2)
+
+    def output_shapes(self, p, ins, n_tops):
+        out = self.shapes(p, ins)
+        if n_tops == 2 and p.pool != "MAX":
+            raise ProtogenError(f"only MAX pooling has a mask top, not {p.pool}")
+        return out * n_tops
 
     def validate(self, p: PoolParams) -> None:
         if p.pool not in ("MAX", "AVE", "STOCHASTIC"):
@@ -108,6 +118,39 @@ class Pooling(LayerType):
         if p.round_mode != "CEIL":
             c.round_mode = c.RoundMode.Value(p.round_mode)
 
+    def caffe_layers(self, layer, dialect, shapes=None) -> list:
+        """Floor pooling where the dialect has no ``round_mode`` (OpenCV's Caffe importer,
+        forks older than the field): the ceil-mode Pooling (Caffe's default) followed by a
+        Slice per spatial axis whose floor size is smaller, keeping the first rows/columns.
+        Both modes place window i at ``i*s - pad`` with the same clipping and divisor, and the
+        ceil count exceeds the floor count by at most one window, so this is exact."""
+        from dataclasses import replace
+
+        from ..caffe import pb
+        p = layer.params
+        if dialect.floor_pool != "slice" or p.round_mode != "FLOOR" or p.global_pooling:
+            return super().caffe_layers(layer, dialect, shapes)
+        if shapes is None:
+            raise ProtogenError("floor pooling without round_mode needs known input shapes")
+        ceil_p = replace(p, round_mode="CEIL")
+        (_, _, _, floor_out), (_, _, _, ceil_out) = (self.geometry(p, shapes[0]), self.geometry(ceil_p, shapes[0]))
+        cut = [(ax, f) for ax, f, c in zip((2, 3), floor_out, ceil_out) if f != c]
+        if not cut:
+            return super().caffe_layers(layer.copy(params=ceil_p), dialect, shapes)
+        name, tops = layer.name, list(layer.tops)
+        lps = super().caffe_layers(layer.copy(params=ceil_p, tops=[f"{t}/ceil" for t in tops]), dialect, shapes)
+        for k, t in enumerate(tops):
+            src = f"{t}/ceil"
+            for n_cut, (ax, keep) in enumerate(cut):
+                dst = t if n_cut == len(cut) - 1 else f"{t}/ceil_{'hw'[ax - 2]}"
+                sl = pb.LayerParameter(name=f"{name}/floor_{'hw'[ax - 2]}" + (f"{k}" if k else ""), type="Slice",
+                                       bottom=[src], top=[dst, f"{dst}/surplus_{'hw'[ax - 2]}"])
+                sl.slice_param.axis = ax
+                sl.slice_param.slice_point.append(keep)
+                lps.append(sl)
+                src = dst
+        return lps
+
     def geometry(self, p: PoolParams, shape):
         """(kernel, stride, pad, out) per spatial axis, with global pooling resolved."""
         _, _, h, w = shape
@@ -136,6 +179,9 @@ class Pooling(LayerType):
         window is clipped at H + pad. See CAFFE-SEMANTICS.md section 8."""
         import numpy as np
         p = step.layer.params
+        if len(step.outputs) == 2:
+            from .pool_mask import mask_onnx
+            return mask_onnx(self, ctx, step)
         if p.pool not in ("MAX", "AVE"):
             raise ProtogenError(f"{p.pool} pooling has no deterministic inference form")
         x_ssa, y = step.inputs[0], step.outputs[0]
@@ -191,6 +237,9 @@ class Pooling(LayerType):
         import torch
         import torch.nn.functional as F
         x = xs[0]
+        if n_tops == 2:
+            from .pool_mask import mask_torch
+            return mask_torch(self, p, x)
         if p.pool not in ("MAX", "AVE"):
             raise ProtogenError(f"{p.pool} pooling has no deterministic inference form")
         if p.global_pooling:
@@ -224,6 +273,9 @@ class Pooling(LayerType):
         else explicit end padding (-FLT_MAX or 0) + pooling without padding, and for AVE
         window sums divided by Caffe's pool sizes (a literal divisor map)."""
         from ..torch_codegen import pair
+        if len(step.outputs) == 2:
+            from .pool_mask import mask_source
+            return mask_source(self, p, src, step)
         if p.pool not in ("MAX", "AVE"):
             raise ProtogenError(f"{p.pool} pooling has no deterministic inference form")
         x = src.x()

@@ -504,3 +504,51 @@ def test_bad_params_are_refused_with_the_layer_named():
         with pytest.raises(ProtogenError) as e:
             graph_from_net_param(parse_prototxt(net_text(layer, inputs))).steps()
         assert msg in str(e.value) and "'c'" in str(e.value), str(e.value)
+
+
+# ----------------------------------------------------------------------------- MAX pooling's mask top
+def max_pool_mask_ref(x, k, s, pad, ceil=True):
+    """pooling_layer.cpp MAX with a mask top: windows clipped to the image, first maximum
+    (strict >) in row-major order, mask = h * W + w."""
+    n, c, h, w = x.shape
+    rnd = math.ceil if ceil else math.floor
+    ho, wo = int(rnd((h + 2 * pad - k) / s)) + 1, int(rnd((w + 2 * pad - k) / s)) + 1
+    if pad and (ho - 1) * s >= h + pad:
+        ho -= 1
+    if pad and (wo - 1) * s >= w + pad:
+        wo -= 1
+    y, m = np.empty((n, c, ho, wo)), np.empty((n, c, ho, wo))
+    for a in range(n):
+        for b in range(c):
+            for i in range(ho):
+                for j in range(wo):
+                    hs, ws = i * s - pad, j * s - pad
+                    he, we = min(hs + k, h), min(ws + k, w)
+                    hs, ws = max(hs, 0), max(ws, 0)
+                    best, idx = -np.inf, -1
+                    for hh in range(hs, he):
+                        for ww in range(ws, we):
+                            if x[a, b, hh, ww] > best:
+                                best, idx = x[a, b, hh, ww], hh * w + ww
+                    y[a, b, i, j], m[a, b, i, j] = best, idx
+    return y, m
+
+
+@pytest.mark.parametrize("shape,k,s,pad", [((2, 3, 8, 6), 2, 2, 0), ((2, 2, 7, 9), 3, 2, 1), ((1, 2, 5, 5), 2, 2, 0),
+                                           ((1, 3, 6, 7), 3, 2, 0)])
+def test_max_pooling_mask_top(shape, k, s, pad):
+    x = rand(shape, 40)
+    y, m = max_pool_mask_ref(x, k, s, pad)
+    run(f'layer {{ name: "l" type: "Pooling" bottom: "x" top: "y" top: "m" pooling_param {{ pool: MAX '
+        f'kernel_size: {k} stride: {s} pad: {pad} }} }}', {"x": x}, want={"y": y, "m": m})
+
+
+def test_segnet_pool_then_unpool_roundtrip():
+    """SegNet's encoder/decoder pair: pool with a mask, unpool at the mask (upsample_h/w)."""
+    x = rand((2, 3, 7, 9), 41)
+    y, m = max_pool_mask_ref(x, 2, 2, 0)
+    text = ('layer { name: "p" type: "Pooling" bottom: "x" top: "y" top: "m" pooling_param { pool: MAX '
+            'kernel_size: 2 stride: 2 } }\n'
+            'layer { name: "u" type: "Upsample" bottom: "y" bottom: "m" top: "z" upsample_param '
+            '{ upsample_h: 7 upsample_w: 9 } }')
+    run(text, {"x": x}, want={"z": unpool_ref(y, m, 7, 9)})
