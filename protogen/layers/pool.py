@@ -118,6 +118,39 @@ class Pooling(LayerType):
         if p.round_mode != "CEIL":
             c.round_mode = c.RoundMode.Value(p.round_mode)
 
+    def caffe_layers(self, layer, dialect, shapes=None) -> list:
+        """Floor pooling where the dialect has no ``round_mode`` (OpenCV's Caffe importer,
+        forks older than the field): the ceil-mode Pooling (Caffe's default) followed by a
+        Slice per spatial axis whose floor size is smaller, keeping the first rows/columns.
+        Both modes place window i at ``i*s - pad`` with the same clipping and divisor, and the
+        ceil count exceeds the floor count by at most one window, so this is exact."""
+        from dataclasses import replace
+
+        from ..caffe import pb
+        p = layer.params
+        if dialect.floor_pool != "slice" or p.round_mode != "FLOOR" or p.global_pooling:
+            return super().caffe_layers(layer, dialect, shapes)
+        if shapes is None:
+            raise ProtogenError("floor pooling without round_mode needs known input shapes")
+        ceil_p = replace(p, round_mode="CEIL")
+        (_, _, _, floor_out), (_, _, _, ceil_out) = (self.geometry(p, shapes[0]), self.geometry(ceil_p, shapes[0]))
+        cut = [(ax, f) for ax, f, c in zip((2, 3), floor_out, ceil_out) if f != c]
+        if not cut:
+            return super().caffe_layers(layer.copy(params=ceil_p), dialect, shapes)
+        name, tops = layer.name, list(layer.tops)
+        lps = super().caffe_layers(layer.copy(params=ceil_p, tops=[f"{t}/ceil" for t in tops]), dialect, shapes)
+        for k, t in enumerate(tops):
+            src = f"{t}/ceil"
+            for n_cut, (ax, keep) in enumerate(cut):
+                dst = t if n_cut == len(cut) - 1 else f"{t}/ceil_{'hw'[ax - 2]}"
+                sl = pb.LayerParameter(name=f"{name}/floor_{'hw'[ax - 2]}" + (f"{k}" if k else ""), type="Slice",
+                                       bottom=[src], top=[dst, f"{dst}/surplus_{'hw'[ax - 2]}"])
+                sl.slice_param.axis = ax
+                sl.slice_param.slice_point.append(keep)
+                lps.append(sl)
+                src = dst
+        return lps
+
     def geometry(self, p: PoolParams, shape):
         """(kernel, stride, pad, out) per spatial axis, with global pooling resolved."""
         _, _, h, w = shape
