@@ -204,6 +204,11 @@ class LayerType:
                 kw[fd.name] = tuple(v) if fd.message_type is None else tuple(v)
             elif msg.HasField(fd.name):
                 kw[fd.name] = _enum_name(fd, v) if fd.enum_type is not None else v
+        missing = [f.name for f in dataclasses.fields(self.Params)
+                   if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+                   and f.name not in kw]
+        if missing:   # e.g. a DIGITS net's InnerProduct without num_output: Caffe refuses it too
+            raise ProtogenError(f"{self.param_field} needs {', '.join(missing)}")
         p = self.Params(**kw)
         self.validate(p)
         return p
