@@ -46,22 +46,25 @@ def prior_aspect_ratios(p: PriorBoxParams) -> list[float]:
 
 def prior_box_sizes(p: PriorBoxParams) -> list[tuple[float, float]]:
     """(width, height) in pixels of the priors at one location, in Caffe's order: per
-    min_size (truncated to int, as the C++ does), the square min box, the square
-    sqrt(min*max) box, then the other aspect ratios (of sqrt(min*max) when max_size is given,
-    else of min_size)."""
+    min_size (truncated to int, as the C++ does: ``int min_size_ = min_sizes_[s]``), the
+    square min box, the square sqrt(min*max) box, then min_size*sqrt(r) x min_size/sqrt(r)
+    for the other aspect ratios r.
+
+    (One revision stored in weiliu89/caffe's history scales the ratio boxes from
+    sqrt(min*max) when max_size is given; the SSD releases, their forks and OpenCV's importer
+    scale them from min_size, which is what trained SSD models expect: we follow that.)"""
     out = []
     ars = prior_aspect_ratios(p)
     for s, mn in enumerate(p.min_size):
         mn = int(mn)
         out.append((float(mn), float(mn)))
-        base = float(mn)
         if p.max_size:
-            base = math.sqrt(mn * int(p.max_size[s]))
-            out.append((float(np.float32(base)), float(np.float32(base))))
+            side = float(np.float32(math.sqrt(mn * int(p.max_size[s]))))
+            out.append((side, side))
         for ar in ars:
             if abs(ar - 1.0) < 1e-6:
                 continue
-            out.append((float(np.float32(base * math.sqrt(ar))), float(np.float32(base / math.sqrt(ar)))))
+            out.append((float(np.float32(mn * math.sqrt(ar))), float(np.float32(mn / math.sqrt(ar)))))
     return out
 
 

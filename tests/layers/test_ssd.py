@@ -66,8 +66,7 @@ def prior_box_oracle(p: dict, layer_hw, img_hw):
                 for ar in ars:
                     if abs(ar - 1.0) < 1e-6:
                         continue
-                    base = math.sqrt(mn * int(maxs[s])) if maxs else mn
-                    put(F32(base * math.sqrt(ar)), F32(base / math.sqrt(ar)))
+                    put(F32(mn * math.sqrt(ar)), F32(mn / math.sqrt(ar)))
     top = np.array(out, np.float32)
     if p.get("clip", False):
         top = np.minimum(np.maximum(top, 0.0), 1.0)
