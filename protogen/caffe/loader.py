@@ -108,7 +108,7 @@ def inference_view(graph: Graph, input_shape=None, file: str | None = None) -> G
     from ..layers.io import InputParams
     shape = parse_input_shape(input_shape)
     dropped: set[str] = set()
-    layers = []
+    layers, losses, lost = [], [], []
     n_inputs = sum(len(l.tops) if l.type == "Input" else 1 for l in graph.layers if l.kind.is_input)
     if shape is not None and n_inputs != 1:
         raise ProtogenError(f"--input-shape sets one input, but the net has {n_inputs} input blobs",
@@ -135,10 +135,25 @@ def inference_view(graph: Graph, input_shape=None, file: str | None = None) -> G
             dropped.update(l.tops[1:])
             continue
         if kind.is_loss or any(b in dropped for b in l.bottoms):
+            if kind.is_loss:
+                losses.append(l.name)
+            elif l.type != "Accuracy" and any(b not in dropped for b in l.bottoms):
+                # it computes with the net's data AND a dropped data top (rois, a second
+                # image): dropping it would silently cut the net
+                lost.append((l.name, [b for b in l.bottoms if b in dropped]))
             dropped.update(t for t in l.tops if t not in l.bottoms)
             continue
         layers.append(l)
-    return Graph(graph.name, _drop_unread_inputs(layers, dropped))
+    if lost:
+        what = "; ".join(f"'{n}' reads {', '.join(repr(b) for b in bs)}" for n, bs in lost)
+        raise ProtogenError(f"the inference view keeps only the first top of each data layer, but "
+                            f"layers compute with the others ({what}): write a deploy net with "
+                            "Input layers for them", file=file, layer=lost[0][0])
+    out = Graph(graph.name, _drop_unread_inputs(layers, dropped))
+    out.notes = ([f"dropped training-only layer(s) {', '.join(repr(n) for n in losses[:5])}"
+                  f"{' and %d more' % (len(losses) - 5) if len(losses) > 5 else ''} "
+                  "(losses and metrics)"] if losses else [])
+    return out
 
 
 def _drop_unread_inputs(layers: list, dropped: set) -> list:
@@ -170,6 +185,28 @@ def Layer_(name, top, shape):
 
 # ============================================================================ weights
 from .attach import MAX_WEIGHT_ELEMENTS, attach_weights, fit_blob as _fit_blob  # noqa: E402,F401
+
+
+def drop_training_settings(net) -> list[str]:
+    """Training-only parameter blocks (loss_param, transform_param, data-source params; see
+    :data:`protogen.caffe.schema_check.TRAINING_ONLY_BLOCKS`) set on a layer whose type does
+    not read them (e.g. ``loss_param`` on a Softmax, which Caffe ignores) are cleared, with a
+    note; returns the notes."""
+    from ..layers.base import _REGISTRY
+    from .schema_check import TRAINING_ONLY_BLOCKS
+    dropped: dict[str, list[str]] = {}
+    for lp in net.layer:
+        kind = _REGISTRY.get(lp.type)
+        if kind is None:
+            continue
+        for fd, _ in lp.ListFields():
+            if (fd.name in TRAINING_ONLY_BLOCKS and fd.name != kind.param_field
+                    and fd.name not in kind.benign_fields):
+                lp.ClearField(fd.name)
+                dropped.setdefault(fd.name, []).append(lp.name)
+    return [f"ignored training-only '{f}' on layer(s) {', '.join(repr(n) for n in names[:3])}"
+            f"{' and %d more' % (len(names) - 3) if len(names) > 3 else ''} (their types do "
+            "not read it)" for f, names in dropped.items()]
 
 
 def rename_repeated_layers(net) -> tuple[set, list[str]]:
@@ -220,11 +257,12 @@ def load_model(prototxt, caffemodel=None, phase: str | None = None, input_shape=
     msg, notes = read_net_notes(ptxt)
     filter_net(msg, phase, level, stages, file=ptxt)
     renamed, more = rename_repeated_layers(msg)
-    notes += more
+    notes += more + drop_training_settings(msg)
     fillers = {lp.name: fillers_of(lp) for lp in msg.layer}
     g = _graph_of(msg, notes, ptxt)
     if inference:
         g = inference_view(g, input_shape, file=ptxt)
+        notes += g.notes
     elif input_shape is not None:
         raise ProtogenError("input_shape needs the inference view")
     model = read_caffemodel(caffemodel) if caffemodel is not None else None
@@ -234,5 +272,8 @@ def load_model(prototxt, caffemodel=None, phase: str | None = None, input_shape=
     except ProtogenError as e:
         # shape errors come from the prototxt itself
         raise e.with_context(file=ptxt)
+    # layers that compute something rarely intended say so (LayerType.note; engineer E)
+    notes += [f"layer '{l.name}' ({l.type}): {n}" for l in g
+              if hasattr(l.kind, "note") and (n := l.kind.note(l.params))]
     g.notes = notes
     return g

@@ -8,3 +8,4 @@ from . import act_ext, reduce, crop, bn_ext, resize  # noqa: F401,E402  (fork an
 from . import ssd, ssd_detect  # noqa: F401,E402  (SSD family: PriorBox, Normalize, DetectionOutput; engineer F1)
 from . import data  # noqa: F401,E402  (more data sources: HDF5Data, MemoryData, DenseImageData, ...; engineer D)
 from . import rcnn, yolo  # noqa: F401,E402  (two-stage detectors and YOLO forks; engineer F2)
+from . import train_only  # noqa: F401,E402  (losses and metrics the inference view drops; engineer D)

@@ -69,3 +69,34 @@ def test_python_layer_with_bottoms_is_refused_and_train_only_ones_are_dropped(tm
     p.write_text(body % "include { phase: TRAIN }")
     g = load_model(p)          # TEST view: the TRAIN-only Python layer is not there
     assert [l.name for l in g.layers] == ["data", "fc"]
+
+
+def test_a_net_computing_with_a_second_data_top_is_refused_not_cut(tmp_path):
+    """Fast R-CNN's training data layer also gives the rois that ROI pooling reads: dropping
+    the layers that use them would silently cut the net, so the inference view refuses."""
+    p = tmp_path / "two.prototxt"
+    p.write_text('name: "two"\n'
+                 'layer { name: "data" type: "MemoryData" top: "data" top: "extra" '
+                 'memory_data_param { batch_size: 1 channels: 2 height: 4 width: 4 } }\n'
+                 'layer { name: "x" type: "Eltwise" bottom: "data" bottom: "extra" top: "x" }\n'
+                 'layer { name: "acc" type: "Accuracy" bottom: "x" bottom: "extra" top: "acc" }\n')
+    with pytest.raises(ProtogenError, match="'x' reads 'extra'") as ei:
+        load_model(p)
+    assert ei.value.layer == "x"
+
+
+def test_dropped_losses_are_noted(tmp_path):
+    g = load_model(_net(tmp_path, 'layer { name: "data" type: "MemoryData" top: "data" top: "label" '
+                                  'memory_data_param { batch_size: 1 channels: 1 height: 2 width: 2 } }'))
+    assert any("dropped training-only layer(s) 'loss'" in n for n in g.notes), g.notes
+
+
+@pytest.mark.parametrize("kind", ["EuclideanLoss", "SigmoidCrossEntropyLoss", "SmoothL1Loss",
+                                  "SegAccuracy", "DetectionEvaluate"])
+def test_training_only_types_are_dropped(tmp_path, kind):
+    p = _net(tmp_path, 'layer { name: "data" type: "MemoryData" top: "data" top: "label" '
+                       'memory_data_param { batch_size: 1 channels: 1 height: 2 width: 2 } }')
+    p.write_text(p.read_text() + f'layer {{ name: "extra" type: "{kind}" bottom: "fc" bottom: "label" top: "e" }}\n')
+    g = load_model(p)
+    assert [l.name for l in g.layers] == ["data", "fc"]
+    assert any("'extra'" in n for n in g.notes)
