@@ -86,7 +86,11 @@ class Clip(OpConverter):
     def convert(self, ctx, i, n, a):
         from ..layers.act import ClipParams, ReLUParams
         lo, hi = clip_bounds(ctx, n, a)
-        if lo == 0.0 and hi == 6.0:
+        if ctx.dialect.name == "portable" and not (lo == 0.0 and hi >= 3.4e38):
+            # neither ReLU6 nor Clip exists in every runtime: ReLU/Power chain (ops_compose)
+            from .ops_compose import Chain
+            Chain(ctx, i).clip(ctx.bottom(n.input[0]), lo, hi, last=True)
+        elif lo == 0.0 and hi == 6.0:
             ctx.emit(i, "ReLU6", None, inplace_ok=True)
         elif lo == 0.0 and hi >= 3.4e38:
             ctx.emit(i, "ReLU", ReLUParams(), inplace_ok=True)

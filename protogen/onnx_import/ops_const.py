@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .registry import OpConverter, onnx_op
+from .registry import OpConverter, Refuse, onnx_op
 
 
 @onnx_op("Constant", always_fold=True, converts=True,
@@ -48,11 +48,22 @@ class Gather(_FoldOnly):
         return [np.take(ins[0], ins[1], axis=a.get("axis", 0))]
 
 
-@onnx_op("Cast")
-class Cast(_FoldOnly):
+@onnx_op("Cast", attrs=frozenset({"to", "saturate"}))
+class Cast(OpConverter):
+    """Folded on constants; on a float activation a cast to a float type is dropped (Caffe
+    computes in one float type); other casts of activations are refused."""
+    foldable = True
+
     def fold(self, ctx, n, a, ins):
         from onnx import helper
         return [ins[0].astype(helper.tensor_dtype_to_np_dtype(a["to"]))]
+
+    def convert(self, ctx, i, n, a):
+        from onnx import helper
+        if not np.issubdtype(helper.tensor_dtype_to_np_dtype(a["to"]), np.floating):
+            raise Refuse(f"Cast of an activation to {helper.tensor_dtype_to_np_dtype(a['to'])} "
+                         "has no Caffe layer")
+        ctx.set_out(n.output[0], ctx.bottom(n.input[0]))
 
 
 @onnx_op("ConstantOfShape")

@@ -58,7 +58,8 @@ def binary(ctx, i, n, op, sign=1.0):
                     coeff[k] *= c
         shapes = [ctx.shape_of(t) for t in acts]
         if any(s != shapes[0] for s in shapes):
-            raise Refuse(f"broadcasting between activations {shapes} has no Caffe layer")
+            broadcast_channels(ctx, i, n, op, acts, coeff)
+            return
         out = ctx.out_blob(i)
         p = EltwiseParams(operation=op, coeff=tuple(coeff) if any(c != 1.0 for c in coeff) else ())
         ctx.add_layer(ctx.new_layer_name(ctx.node_name(i)), "Eltwise", [ctx.bottom(t) for t in acts], [out], p)
@@ -137,3 +138,35 @@ def affine_const(ctx, i, n, x, c, mul):
         ctx.add_layer(name, "Scale", [ctx.bottom(x)], [out],
                       ScaleParams(axis=axis, num_axes=end - axis, bias_term=True), [gamma, blob])
     ctx.set_out(n.output[0], out)
+
+
+def broadcast_channels(ctx, i, n, op, acts, coeff):
+    """activation (N,C,H,W) (* or +) a per-channel activation (N,C,1,1), the squeeze-and-
+    excitation gate: PROD -> Flatten the gate to (N,C) + Scale(axis 0) with two bottoms;
+    SUM -> the gate spread to H x W by a ones Deconvolution (kernel H x W, one group per
+    channel: exact) + Eltwise SUM."""
+    from ..layers.conv import ConvParams
+    from ..layers.norm import ScaleParams
+    from ..layers.tensor import EltwiseParams, FlattenParams
+    from .ops_compose import Chain
+    shapes = [ctx.shape_of(t) for t in acts]
+    if len(acts) != 2 or op == "MAX" or len(shapes[0]) != 4 or len(shapes[1]) != 4:
+        raise Refuse(f"broadcasting between activations {shapes} has no Caffe layer")
+    big = 0 if shapes[0][2:] != (1, 1) else 1
+    small = 1 - big
+    nb, cb, h, w = shapes[big]
+    if tuple(shapes[small]) != (nb, cb, 1, 1):
+        raise Refuse(f"broadcasting between activations {shapes} has no Caffe layer "
+                     "(only N,C,H,W with a per-channel N,C,1,1 one)")
+    ch = Chain(ctx, i)
+    xs = [ctx.bottom(t) for t in acts]
+    if op == "PROD":
+        flat = ch.add("Flatten", [xs[small]], FlattenParams(axis=1))
+        ch.add("Scale", [xs[big], flat], ScaleParams(axis=0), last=True)
+        return
+    ones = np.ones((cb, 1, h, w), np.float32)
+    spread = ch.add("Deconvolution", [xs[small]], ConvParams(num_output=cb, kernel_h=h, kernel_w=w, group=cb,
+                                                              bias_term=False), [ones])
+    xs[small] = spread
+    p = EltwiseParams(operation="SUM", coeff=tuple(coeff) if any(c != 1.0 for c in coeff) else ())
+    ch.add("Eltwise", xs, p, last=True)

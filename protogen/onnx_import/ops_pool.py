@@ -123,3 +123,37 @@ class GlobalPool(OpConverter):
         if len(ctx.shape_of(n.input[0])) != 4:
             raise Refuse("only 4-D input is supported")
         ctx.emit(i, "Pooling", PoolParams(pool=self.pool, global_pooling=True))
+
+
+@onnx_op("ReduceMean", pool="AVE", attrs=frozenset({"axes", "keepdims", "noop_with_empty_axes"}))
+@onnx_op("ReduceMax", pool="MAX", attrs=frozenset({"axes", "keepdims", "noop_with_empty_axes"}))
+class ReduceSpatial(OpConverter):
+    """A mean / max over H and W of an N,C,H,W tensor is global pooling (+ a Flatten to N,C
+    without keepdims): the dynamo exporter's adaptive_avg_pool2d(1), ShuffleNet v2, MNASNet."""
+    pool = "AVE"
+
+    def static_problems(self, ctx, i, n, a, const):
+        if len(n.input) > 1 and n.input[1] and n.input[1] not in const:
+            return ["the axes must be constant"]
+        return []
+
+    def convert(self, ctx, i, n, a):
+        from ..layers.pool import PoolParams
+        from ..layers.tensor import FlattenParams
+        from .ops_compose import Chain
+        shape = ctx.shape_of(n.input[0])
+        axes = a.get("axes")
+        if axes is None and len(n.input) > 1 and n.input[1]:
+            axes = ctx.const(n.input[1], "axes").reshape(-1).tolist()
+        if not axes and a.get("noop_with_empty_axes", 0):
+            ctx.set_out(n.output[0], ctx.bottom(n.input[0]))
+            return
+        axes = sorted(int(x) % len(shape) for x in axes) if axes else list(range(len(shape)))
+        if len(shape) != 4 or axes != [2, 3]:
+            raise Refuse(f"only a reduction over H and W of an N,C,H,W tensor is global pooling "
+                         f"(axes {axes} of {shape})")
+        ch = Chain(ctx, i)
+        keep = bool(a.get("keepdims", 1))
+        y = ch.add("Pooling", [ctx.bottom(n.input[0])], PoolParams(pool=self.pool, global_pooling=True), last=keep)
+        if not keep:
+            ch.add("Flatten", [y], FlattenParams(axis=1), last=True)

@@ -24,8 +24,8 @@ import importlib
 _REGISTRY: dict[str, "OpConverter"] = {}
 
 # the modules whose import registers the converters (by family)
-_OP_MODULES = ("ops_const", "ops_conv", "ops_pool", "ops_act", "ops_norm", "ops_elementwise",
-               "ops_shape", "ops_pad")
+_OP_MODULES = ("ops_const", "ops_conv", "ops_pool", "ops_act", "ops_compose", "ops_norm",
+               "ops_elementwise", "ops_shape", "ops_pad", "ops_resize")
 
 
 class Refuse(Exception):
