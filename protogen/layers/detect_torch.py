@@ -138,8 +138,11 @@ def yolo3_detect(xs, biases, mask, anchors_scale, num_box: int, groups: int, num
 
 
 def _round_half_away(v):
-    """C's round(): halves away from zero."""
-    return torch.sign(v) * torch.floor(torch.abs(v) + 0.5)
+    """C's round() (halves away from zero), exact: floor(|v|) + (fraction >= 0.5); adding 0.5
+    in float32 would round 0.49999997 up."""
+    a = torch.abs(v)
+    f = torch.floor(a)
+    return torch.sign(v) * (f + (a - f >= 0.5).to(v.dtype))
 
 
 def roi_pool(x, rois, pooled_h: int, pooled_w: int, spatial_scale: float):

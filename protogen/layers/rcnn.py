@@ -110,7 +110,7 @@ class ROIPooling(LayerType):
     def torch_source(self, p, src, step):
         from .detect_torch import emit
         fn = emit(src, "roi_pool")
-        src.assign(f"{fn}({src.x(0)}, {src.x(1)}, {p.pooled_h}, {p.pooled_w}, {p.spatial_scale!r})",
+        src.assign(f"{fn}({src.x(0)}, {src.x(1)}, {p.pooled_h}, {p.pooled_w}, {float(p.spatial_scale)!r})",
                    comment=True)
 
 
@@ -164,9 +164,12 @@ class PSROIPooling(LayerType):
         def col(j):
             return ctx.op("Slice", [rois, ctx.ints("s", [j]), ctx.ints("e", [j + 1]), ctx.ints("a", [1])])
 
-        def c_round(v):   # C round(): halves away from zero
-            return ctx.op("Mul", [ctx.op("Sign", [v]), ctx.op("Floor", [ctx.op("Add", [
-                ctx.op("Abs", [v]), ctx.const("half", np.float32(0.5))])])])
+        def c_round(v):   # C round(), exact: sign * (floor|v| + (|v| - floor|v| >= 0.5))
+            a = ctx.op("Abs", [v])
+            f = ctx.op("Floor", [a])
+            up = ctx.op("Cast", [ctx.op("GreaterOrEqual", [ctx.op("Sub", [a, f]),
+                                                           ctx.const("half", np.float32(0.5))])], to=1)
+            return ctx.op("Mul", [ctx.op("Sign", [v]), ctx.op("Add", [f, up])])
         scale = ctx.const("scale", np.float32(p.spatial_scale))
         one = ctx.const("one", np.float32(1.0))
         x1 = ctx.op("Mul", [c_round(col(1)), scale])
@@ -212,7 +215,7 @@ class PSROIPooling(LayerType):
     def torch_source(self, p, src, step):
         from .detect_torch import emit
         fn = emit(src, "psroi_pool")
-        src.assign(f"{fn}({src.x(0)}, {src.x(1)}, {p.output_dim}, {p.group_size}, {p.spatial_scale!r})",
+        src.assign(f"{fn}({src.x(0)}, {src.x(1)}, {p.output_dim}, {p.group_size}, {float(p.spatial_scale)!r})",
                    comment=True)
 
 
@@ -452,7 +455,7 @@ def _proposal_source(kind, p, src, step, fn_name, feat_stride, pre, post, thr, m
     rows = ", ".join("[" + ", ".join(repr(float(v)) for v in r) + "]" for r in kind.anchors(p))
     anc = src.constant("anchors", f"torch.tensor([{rows}])", "RPN anchors (x1, y1, x2, y2)")
     call = (f"{fn}({src.x(0)}, {src.x(1)}, {src.x(2)}, {anc}, {feat_stride}, {pre}, {post}, "
-            f"{thr!r}, {min_size!r})")
+            f"{float(thr)!r}, {float(min_size)!r})")
     src.assign(call if len(step.outputs) > 1 else call + "[0]", comment=True)
 
 

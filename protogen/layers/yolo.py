@@ -192,8 +192,8 @@ class YoloDetectionOutput(LayerType):
     def torch_source(self, p, src, step):
         from .detect_torch import emit
         fn = emit(src, "yolo2_detect")
-        src.assign(f"{fn}([{', '.join(src.xs())}], {list(p.biases)!r}, {p.num_classes}, {p.num_box}, "
-                   f"{p.confidence_threshold!r}, {p.nms_threshold!r})", comment=True)
+        src.assign(f"{fn}([{', '.join(src.xs())}], {[float(b) for b in p.biases]!r}, {p.num_classes}, {p.num_box}, "
+                   f"{float(p.confidence_threshold)!r}, {float(p.nms_threshold)!r})", comment=True)
 
 
 @dataclass(frozen=True)
@@ -308,6 +308,6 @@ class Yolov3DetectionOutput(LayerType):
         from .detect_torch import emit
         fn = emit(src, "yolo3_detect")
         groups = len(p.mask) // p.mask_group_num
-        src.assign(f"{fn}([{', '.join(src.xs())}], {list(p.biases)!r}, {list(p.mask)!r}, "
-                   f"{list(p.anchors_scale)!r}, {p.num_box}, {groups}, {p.num_classes}, "
-                   f"{p.confidence_threshold!r}, {p.nms_threshold!r})", comment=True)
+        src.assign(f"{fn}([{', '.join(src.xs())}], {[float(b) for b in p.biases]!r}, {[int(m) for m in p.mask]!r}, "
+                   f"{[int(a) for a in p.anchors_scale]!r}, {p.num_box}, {groups}, {p.num_classes}, "
+                   f"{float(p.confidence_threshold)!r}, {float(p.nms_threshold)!r})", comment=True)
