@@ -52,6 +52,12 @@ NO_EXAMPLES = {
     "AnnotatedData": "training data source (SSD images + boxes)",
     "DummyData": "data source (filler-made blobs)",
     "Python": "data source written in Python (arbitrary code)",
+    # losses and metrics of protogen/layers/train_only.py (engineer D): the inference view drops
+    # them (tests/converter/test_data_layers.py)
+    **{t: "training/evaluation only" for t in (
+        "EuclideanLoss", "SigmoidCrossEntropyLoss", "ContrastiveLoss", "HingeLoss", "InfogainLoss",
+        "MultinomialLogisticLoss", "SmoothL1Loss", "MultiBoxLoss", "CenterLoss", "SegAccuracy",
+        "EvalDetection", "DetectionEvaluate")},
 }
 
 
