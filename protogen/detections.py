@@ -11,7 +11,11 @@ order of score (descending), each with the unpaired row of the other run that is
 among those of equal image and label whose score is within ``tol``.
 
 Caffe's "no detection" output, one row (i, -1, -1, -1, -1, -1, -1) per image, is compared
-like any other row. Only numpy is needed.
+like any other row. OpenCV's dnn (DetectionOutputLayer) writes its detections into a blob
+pre-sized to keep_top_k rows per image and leaves the unused rows all zero, also when there is
+no detection at all: ``zero_padded=True`` drops all-zero rows of ``got`` and Caffe's -1 marker
+rows of ``want`` before comparing (for comparing OpenCV with Caffe's convention). Only numpy is
+needed.
 """
 from __future__ import annotations
 
@@ -53,9 +57,12 @@ def sort_rows(rows) -> np.ndarray:
     return r[order]
 
 
-def compare_detections(got, want, tol: float = 1e-4) -> DetectionDiff:
+def compare_detections(got, want, tol: float = 1e-4, zero_padded: bool = False) -> DetectionDiff:
     """Compare detection rows ``got`` against the reference ``want`` (see the module doc)."""
     g, w = sort_rows(got), sort_rows(want)
+    if zero_padded:
+        g = g[np.any(g != 0, axis=1)]
+        w = w[w[:, 1] >= 0]
     res = DetectionDiff(ok=True, count_got=len(g), count_want=len(w))
     if not (np.isfinite(g).all() and np.isfinite(w).all()):
         res.ok = False

@@ -54,3 +54,12 @@ def test_empty_marker_rows_and_helpers():
     with pytest.raises(ValueError):
         as_rows(np.zeros(8))
     assert not compare_detections(np.full((1, 7), np.nan), ROWS[:1]).ok
+
+
+def test_opencv_zero_padding():
+    padded = np.vstack([ROWS, np.zeros((3, 7))])
+    assert not compare_detections(padded, ROWS).ok
+    assert compare_detections(padded, ROWS, zero_padded=True).ok
+    empty = np.array([[0, -1, -1, -1, -1, -1, -1], [1, -1, -1, -1, -1, -1, -1]])
+    assert compare_detections(np.zeros((200, 7)), empty, zero_padded=True).ok
+    assert not compare_detections(np.zeros((2, 7)), ROWS, zero_padded=True).ok
