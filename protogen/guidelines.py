@@ -8,7 +8,8 @@ CPU figures of g=1 and of the 1-fragment, both ten 1x1 convolutions of 64/128/25
 coincide, which fixes that reading).
 
 * G1 (Table 1): blocks of two 1x1 convolutions c1 -> c2 -> c1, c1:c2 = 1:1, 1:2, 1:6, 1:12.
-* G2 (Table 2): ten 1x1 group convolutions c -> c with g = 1, 2, 4, 8 groups.
+* G2 (Table 2): ten 1x1 group convolutions c -> c with g = 1, 2, 4, 8 groups (the paper's
+  c = 180 for g = 8 is not divisible by 8: we build 176).
 * G3 (Table 3): blocks of 1, 2 or 4 1x1 convolutions in series (c' = c/sqrt(k) so that the
   mult-adds match) or in parallel (k branches c -> c/k on the same input, concatenated: the
   paper's appendix figure could not be read here, so this reading is ours).

@@ -10,7 +10,7 @@ after the Caffe layer that produced them (``conv1``, ``conv1/bn``, helper nodes
 nodes ORT folded into a neighbour (BatchNorm into a convolution, ReLU into its producer)
 report no time of their own and name the layer they were ``fused_into``; nodes ORT inserted
 itself (layout reorders) are listed as ``runtime`` time. Each layer also carries its params,
-mult-adds and memory access (:mod:`protogen.stats`, at the run's batch).
+mult-adds and memory access (:mod:`protogen.stats`, per image).
 
 ``provider="cuda"`` uses ORT's CUDA provider where this onnxruntime has one; otherwise the
 PyTorch reference executor on CUDA (float32, TF32 off), timed with CUDA events per layer, and
@@ -98,13 +98,9 @@ def _layer_of(name: str, layers: set[str]) -> str | None:
 
 
 def _cost_rows(g: Graph) -> list[dict]:
+    """Per-layer cost per image (batch 1), as ``protogen stats`` counts it."""
     from . import stats
-    shapes = {}
-    for st in g.steps():
-        if st.layer.kind.is_input:
-            for t, s in zip(st.layer.tops, st.out_shapes):
-                shapes[t] = tuple(s)
-    return stats.compute(g, input_shapes=shapes)["layers"]
+    return stats.compute(g)["layers"]
 
 
 def op_class(layer_type: str, params, in_shapes) -> str:
@@ -451,7 +447,7 @@ def format_profile(p: dict, top: int | None = None) -> str:
                    f"max {lat['max']:.3f}; {p['warmup']} warm-up), "
                    f"{p['images_per_s']:.1f} images/s")
     lines.append(f"cost: {human(p['params'])} params, {human(p['macs'])} mult-adds, "
-                 f"{human(p['memory_access'])} memory access (at batch {p['batch']})")
+                 f"{human(p['memory_access'])} memory access (per image, as 'protogen stats' counts)")
     if p.get("note"):
         lines.append(f"note: {p['note']}")
     return "\n".join(lines)

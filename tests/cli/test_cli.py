@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-HEAVY = ("torch", "onnxruntime", "onnx", "cv2")
+HEAVY = ("torch", "onnxruntime", "onnx", "cv2", "matplotlib")
 
 
 def run(*args, cwd=REPO, code=None):
