@@ -164,6 +164,9 @@ class _ConvBase(LayerType):
 @register
 class Convolution(_ConvBase):
     type = "Convolution"
+    #: DepthwiseConvolution (eric612/MobileNet-YOLO src/caffe/layers/depthwise_conv_layer.cpp,
+    #: yonghenglh6/DepthwiseConvolution) is Caffe's convolution with the prototxt's group
+    aliases = ("DepthwiseConvolution",)
     examples = (Example(params=dict(num_output=8, kernel_size=3), ins=[(2, 4, 9, 9)]),
                 Example(params=dict(num_output=6, kernel_size=3, stride=2, pad=1, group=2),
                         ins=[(2, 4, 9, 8)]),
@@ -208,6 +211,7 @@ class ConvolutionDepthwise(Convolution):
     semantics: HJiahu/learn_caffe_src src/caffe/layers/conv_dw_layer.cpp (the
     farmingyard/caffe-mobilenet layer)"""
     type = "ConvolutionDepthwise"
+    aliases = ()
     schemas = ("depthwise",)
     examples = (Example(params=dict(num_output=4, kernel_size=3, pad=1, group=4), ins=[(2, 4, 7, 7)]),
                 Example(params=dict(num_output=3, kernel_size=3, stride=2), ins=[(2, 3, 7, 6)]))
@@ -230,17 +234,6 @@ class ConvolutionDepthwise(Convolution):
 
     def caffe_layers(self, layer, dialect, shapes=None) -> list:
         return Convolution.caffe_layers(self, layer, dialect, shapes)
-
-
-@register
-class DepthwiseConvolution(Convolution):
-    """Caffe's convolution (BaseConvolutionLayer) with the prototxt's ``group``, under a fork's
-    name (the files set group = channels); written back under the same name.
-    semantics: eric612/MobileNet-YOLO src/caffe/layers/depthwise_conv_layer.cpp
-    (yonghenglh6/DepthwiseConvolution's layer)"""
-    type = "DepthwiseConvolution"
-    schemas = ("depthwise", "mobilenet-yolo")
-    examples = (Example(params=dict(num_output=4, kernel_size=3, pad=1, group=4), ins=[(2, 4, 7, 7)]),)
 
 
 @register
