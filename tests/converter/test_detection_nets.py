@@ -144,3 +144,98 @@ def test_ssd_net_all_runtimes_agree(rel, shape, gain, tmp_path):
 @pytest.mark.parametrize("rel,shape,gain", SLOW, ids=[r.split("/")[0] for r, _, _ in SLOW])
 def test_ssd_net_all_runtimes_agree_full_size(rel, shape, gain, tmp_path):
     check_detector(rel, shape, gain, tmp_path)
+
+
+# ----------------------------------------------------------------------------- a real detector
+# The Ultra-Light face detector (Linzaer/Ultra-Light-Fast-Generic-Face-Detector-1MB, its
+# caffe/model RFB-320 and Slim-320 with their trained weights) ends in raw regressions
+# ("boxes", (1, 4420, 4)) and class probabilities ("scores", (1, 4420, 2)); its repository
+# decodes them in Python (caffe/ultra_face_opencvdnn_inference.py). The decoding below follows
+# that script: priors from strides 8/16/32/64 and min boxes per level, centre/size variances
+# 0.1/0.2, score > 0.7, greedy NMS at IoU 0.3 over the 200 best candidates.
+FACE_MIN_BOXES = [[10.0, 16.0, 24.0], [32.0, 48.0], [64.0, 96.0], [128.0, 192.0, 256.0]]
+FACE_STRIDES = [8.0, 16.0, 32.0, 64.0]
+
+
+def face_priors(w: int, h: int) -> np.ndarray:
+    import math
+    priors = []
+    for k, stride in enumerate(FACE_STRIDES):
+        fw, fh = int(math.ceil(w / stride)), int(math.ceil(h / stride))
+        for j in range(fh):
+            for i in range(fw):
+                for m in FACE_MIN_BOXES[k]:
+                    priors.append([(i + 0.5) / (w / stride), (j + 0.5) / (h / stride), m / w, m / h])
+    return np.clip(np.array(priors), 0.0, 1.0)
+
+
+def face_decode(boxes, scores, priors, threshold=0.7, iou=0.3, candidates=200):
+    loc = np.asarray(boxes, np.float64).reshape(-1, 4)
+    conf = np.asarray(scores, np.float64).reshape(-1, 2)[:, 1]
+    c = loc[:, :2] * 0.1 * priors[:, 2:] + priors[:, :2]
+    s = np.exp(loc[:, 2:] * 0.2) * priors[:, 2:]
+    corners = np.concatenate([c - s / 2, c + s / 2], 1)
+    keep = np.nonzero(conf > threshold)[0]
+    order = keep[np.argsort(conf[keep], kind="stable")][-candidates:]
+    picked = []
+    while len(order):
+        best = order[-1]
+        picked.append(best)
+        order = order[:-1]
+        lt = np.maximum(corners[order, :2], corners[best, :2])
+        rb = np.minimum(corners[order, 2:], corners[best, 2:])
+        inter = np.prod(np.clip(rb - lt, 0, None), 1)
+        area = lambda b: np.prod(np.clip(b[..., 2:] - b[..., :2], 0, None), -1)  # noqa: E731
+        order = order[inter / (area(corners[order]) + area(corners[best]) - inter + 1e-5) <= iou]
+    return corners[picked], conf[picked]
+
+
+def real_photo():
+    """A real photograph shipped with an installed package: matplotlib's sample image of
+    Grace Hopper (a portrait, 600x512, JPEG)."""
+    mpl_cbook = pytest.importorskip("matplotlib.cbook")
+    path = mpl_cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)
+    img = cv2.imread(str(path))
+    if img is None:
+        pytest.skip("matplotlib's sample image could not be read")
+    return img
+
+
+@pytest.mark.parametrize("name", ["RFB-320", "slim-320"])
+def test_real_face_detector_same_faces_in_every_runtime(name, tmp_path):
+    proto = CORPUS / "linzaer_ultra-light-face" / f"{name}.prototxt"
+    model = CORPUS / "linzaer_ultra-light-face" / f"{name}.caffemodel"
+    if not (proto.exists() and model.exists()):
+        pytest.skip("file missing from this corpus copy")
+    g = load_model(proto, model)
+    img = real_photo()
+    rgb = cv2.cvtColor(cv2.resize(img, (320, 240)), cv2.COLOR_BGR2RGB).astype(np.float32)
+    x = ((rgb - 127.0) / 128.0).transpose(2, 0, 1)[None].astype(np.float32)
+    feeds = {"input": x}
+    ref = run_reference(g, feeds)
+    outs = {"onnxruntime": run_onnx(g, feeds, ["boxes", "scores"])}
+    src_boxes = run_source(g, feeds, "boxes")
+    outs["torch_source"] = {"boxes": src_boxes, "scores": run_source(g, feeds, "scores")}
+    if HAS_CAFFE_IMPORTER:      # OpenCV on the original files, on the same input tensor
+        # (the repository's script passes mean=127 to blobFromImage, which OpenCV reads as
+        # Scalar(127, 0, 0): only the first channel is centred; the net was trained on
+        # (x - 127) / 128 for every channel, which is what every runtime gets here)
+        net = cv2.dnn.readNetFromCaffe(str(proto), str(model))
+        if hasattr(net, "enableWinograd"):
+            net.enableWinograd(False)
+        net.setInput(x)
+        outs["opencv"] = dict(zip(["boxes", "scores"], net.forward(["boxes", "scores"])))
+    priors = face_priors(320, 240)
+    want_boxes, want_scores = face_decode(ref["boxes"], ref["scores"], priors)
+    assert len(want_boxes) >= 1, "the detector finds the face in the photograph"
+    # the face is in the upper middle of the portrait
+    cx, cy = (want_boxes[0, 0] + want_boxes[0, 2]) / 2, (want_boxes[0, 1] + want_boxes[0, 3]) / 2
+    assert 0.3 < cx < 0.7 and 0.1 < cy < 0.6, want_boxes[0]
+    for runtime, got in outs.items():
+        for k in ("boxes", "scores"):
+            e = rel_err(np.reshape(got[k], -1), ref[k].reshape(-1))
+            assert e <= 1e-4, f"{runtime} {k}: {e:.3g}"
+        b, s = face_decode(got["boxes"], got["scores"], priors)
+        assert len(b) == len(want_boxes), runtime
+        np.testing.assert_allclose(b, want_boxes, atol=1e-4, err_msg=runtime)
+        np.testing.assert_allclose(s, want_scores, atol=1e-4, err_msg=runtime)
