@@ -39,27 +39,40 @@ def caffe_detection_output(loc, conf, prior, num_classes: int, share_location: b
                            background_label_id: int = 0, nms_threshold: float = 0.3,
                            top_k: int = -1, eta: float = 1.0, code_type: str = "CORNER",
                            variance_encoded_in_target: bool = False, keep_top_k: int = -1,
-                           confidence_threshold: float = -3.4028234663852886e38):
-    """Caffe SSD DetectionOutput (weiliu89/caffe detection_output_layer.cpp) on tensors."""
+                           confidence_threshold: float = -3.4028234663852886e38,
+                           arm_conf=None, arm_loc=None, objectness_score: float = 0.01):
+    """Caffe SSD DetectionOutput (weiliu89/caffe detection_output_layer.cpp) on tensors;
+    with ``arm_conf``/``arm_loc``, RefineDet's form (sfzhang15/RefineDet)."""
     import torch
     n, num_priors = loc.shape[0], prior.shape[2] // 4
     n_loc = 1 if share_location else num_classes
     loc = loc.reshape(n, num_priors, n_loc, 4)
     conf = conf.reshape(n, num_priors, num_classes)
     pr = prior.reshape(-1)[: 2 * num_priors * 4].reshape(2, num_priors, 1, 4)
-    pb = pr[0]
-    var = torch.ones_like(pb) if variance_encoded_in_target else pr[1]
-    t = var * loc                                                   # (n, P, n_loc, 4)
-    pw, ph = pb[..., 2] - pb[..., 0], pb[..., 3] - pb[..., 1]
-    if code_type == "CORNER":
-        boxes = pb + t
-    elif code_type == "CORNER_SIZE":
-        boxes = pb + t * torch.stack([pw, ph, pw, ph], -1)
-    else:                                                           # CENTER_SIZE
-        cx = t[..., 0] * pw + (pb[..., 0] + pb[..., 2]) / 2
+    var = torch.ones_like(pr[0]) if variance_encoded_in_target else pr[1]
+
+    def decode(pb, offsets):
+        t = var * offsets
+        pw, ph = pb[..., 2] - pb[..., 0], pb[..., 3] - pb[..., 1]
+        if code_type == "CORNER":
+            return pb + t
+        if code_type == "CORNER_SIZE":
+            return pb + t * torch.stack([pw, ph, pw, ph], -1)
+        cx = t[..., 0] * pw + (pb[..., 0] + pb[..., 2]) / 2                # CENTER_SIZE
         cy = t[..., 1] * ph + (pb[..., 1] + pb[..., 3]) / 2
         w, h = torch.exp(t[..., 2]) * pw, torch.exp(t[..., 3]) * ph
-        boxes = torch.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], -1)
+        return torch.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], -1)
+
+    pb = pr[0]
+    if arm_loc is not None:         # RefineDet: priors refined by the ARM's offsets first
+        pb = decode(pb, arm_loc.reshape(n, num_priors, n_loc, 4))
+    boxes = decode(pb, loc)                                          # (n, P, n_loc, 4)
+    if arm_conf is not None:        # RefineDet: anchors the ARM calls background
+        drop = arm_conf.reshape(n, num_priors, 2)[:, :, 1] < objectness_score
+        bg = torch.zeros(num_classes, dtype=conf.dtype)
+        if 0 <= background_label_id < num_classes:
+            bg[background_label_id] = 1.0
+        conf = torch.where(drop[:, :, None], bg, conf)
 
     def overlaps(b):                # JaccardOverlap for every pair of rows of b (K, 4)
         size = torch.where((b[:, 2] < b[:, 0]) | (b[:, 3] < b[:, 1]), torch.zeros_like(b[:, 0]),
@@ -126,6 +139,7 @@ class DetectionOutputParams:
     variance_encoded_in_target: bool = False
     keep_top_k: int = -1
     confidence_threshold: float | None = None      # None = -FLT_MAX
+    objectness_score: float = 0.01                 # RefineDet (4/5 bottoms)
 
     def kwargs(self) -> dict:
         """The keyword arguments of :func:`caffe_detection_output`."""
@@ -137,16 +151,18 @@ class DetectionOutputParams:
                     variance_encoded_in_target=self.variance_encoded_in_target,
                     keep_top_k=int(self.keep_top_k),
                     confidence_threshold=-FLT_MAX if self.confidence_threshold is None
-                    else float(np.float32(self.confidence_threshold)))
+                    else float(np.float32(self.confidence_threshold)),
+                    objectness_score=float(np.float32(self.objectness_score)))
 
 
 _TOP = ("num_classes", "share_location", "background_label_id", "code_type",
-        "variance_encoded_in_target", "keep_top_k", "confidence_threshold")
+        "variance_encoded_in_target", "keep_top_k", "confidence_threshold", "objectness_score")
 _NMS = ("nms_threshold", "top_k", "eta")
 
 
 def _det_data(rng, shapes):
-    """loc small offsets, conf softmax-like probabilities, priors from a grid (valid boxes)."""
+    """loc small offsets, conf probabilities, priors (valid boxes); RefineDet's arm_conf as
+    probabilities, arm_loc small offsets."""
     loc = rng.standard_normal(shapes[0]) * 0.5
     conf = rng.uniform(0.0, 1.0, shapes[1])
     n_p = shapes[2][2] // 4
@@ -154,7 +170,8 @@ def _det_data(rng, shapes):
     wh = rng.uniform(0.05, 0.5, (n_p, 2))
     boxes = np.concatenate([c - wh / 2, c + wh / 2], 1).reshape(-1)
     var = np.tile([0.1, 0.1, 0.2, 0.2], n_p)
-    return [loc, conf, np.stack([boxes, var])[None]]
+    arm = [rng.uniform(0.0, 1.0, s) for s in shapes[3:4]] + [rng.standard_normal(s) * 0.5 for s in shapes[4:]]
+    return [loc, conf, np.stack([boxes, var])[None]] + arm
 
 
 @register
@@ -164,7 +181,8 @@ class DetectionOutput(LayerType):
     schemas = ("ssd",)
     param_field = "detection_output_param"
     Params = DetectionOutputParams
-    n_bottoms = (3, 3)
+    #: RefineDet adds arm_conf (4th) and arm_loc (5th)
+    n_bottoms = (3, 5)
     #: the output is a list of detections (image, label, score, box): verify compares it as such
     is_detection_output = True
     benign_param_fields = LayerType.benign_param_fields | {
@@ -179,6 +197,10 @@ class DetectionOutput(LayerType):
                             nms_param=dict(nms_threshold=0.3), code_type="CORNER",
                             confidence_threshold=0.5),
                 ins=[(2, 36), (2, 9), (1, 2, 12)], data=_det_data, skip=("shape",),
+                why="the number of detections depends on the data (Caffe reshapes at forward)"),
+        Example(params=dict(num_classes=3, nms_param=dict(nms_threshold=0.45, top_k=20), code_type="CENTER_SIZE",
+                            keep_top_k=10, confidence_threshold=0.2, objectness_score=0.4),
+                ins=[(2, 40), (2, 30), (1, 2, 40), (2, 20), (2, 40)], data=_det_data, skip=("shape",),
                 why="the number of detections depends on the data (Caffe reshapes at forward)"),
     )
 
@@ -234,7 +256,7 @@ class DetectionOutput(LayerType):
 
     # ------------------------------------------------------------------ shapes
     def shapes(self, p, ins):
-        loc, conf, prior = ins
+        loc, conf, prior = ins[:3]
         if len(prior) < 3 or prior[2] % 4:
             raise ShapeError(f"DetectionOutput prior blob {prior} has no axis 2 of num_priors*4")
         n_p = prior[2] // 4
@@ -245,11 +267,18 @@ class DetectionOutput(LayerType):
             raise ShapeError(f"DetectionOutput: loc {loc} does not hold {n_p} priors x {n_loc} x 4")
         if int(np.prod(conf[1:])) != n_p * p.num_classes:
             raise ShapeError(f"DetectionOutput: conf {conf} does not hold {n_p} priors x {p.num_classes} classes")
+        if len(ins) > 3 and int(np.prod(ins[3][1:])) != n_p * 2:
+            raise ShapeError(f"DetectionOutput: arm_conf {ins[3]} does not hold {n_p} priors x 2")
+        if len(ins) > 4 and not p.share_location:
+            raise ShapeError("DetectionOutput with arm_loc (RefineDet) needs share_location")
+        if len(ins) > 4 and int(np.prod(ins[4][1:])) != n_p * n_loc * 4:
+            raise ShapeError(f"DetectionOutput: arm_loc {ins[4]} does not hold {n_p} priors x {n_loc} x 4")
         return [(1, 1, 1, 7)]       # Caffe's Reshape: the row count is known only at forward
 
     # ------------------------------------------------------------------ torch
     def torch_forward(self, p, xs, blobs, n_tops=1):
-        return [caffe_detection_output(*xs[:3], **p.kwargs())]
+        arm = dict(arm_conf=xs[3] if len(xs) > 3 else None, arm_loc=xs[4] if len(xs) > 4 else None)
+        return [caffe_detection_output(*xs[:3], **p.kwargs(), **arm)]
 
     def torch_source(self, p, src, step):
         fn = src.attr("detect")
@@ -257,7 +286,9 @@ class DetectionOutput(LayerType):
             src.init_lines.append(line)
         src.init_lines.append(f"self.{fn} = caffe_detection_output  # {step.layer.name} (DetectionOutput)")
         kw = ", ".join(f"{k}={v!r}" for k, v in p.kwargs().items())
-        src.assign(f"self.{fn}({', '.join(src.xs())}, {kw})")
+        xs = src.xs()
+        arm = "".join(f", {k}={x}" for k, x in zip(("arm_conf", "arm_loc"), xs[3:]))
+        src.assign(f"self.{fn}({', '.join(xs[:3])}, {kw}{arm})")
 
     # ------------------------------------------------------------------ ONNX
     def to_onnx(self, ctx, step):

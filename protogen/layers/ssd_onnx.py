@@ -32,14 +32,14 @@ def _split4(ctx, x, axis):
 
 
 def _decode(ctx, loc, pb, pv, p):
-    """Boxes (N, P, L, 4) from loc (N, P, L, 4) and prior boxes/variances (P, 4)."""
+    """Boxes (N, P, L, 4) from loc (N, P, L, 4), prior boxes (P, 1, 4) or (N, P, 1, 4) and
+    variances (P, 1, 4)."""
     l0, l1, l2, l3 = _split4(ctx, loc, 3)                       # (N, P, L, 1)
-    axes = ctx.ints("axes2", [2])
-    b = [ctx.op("Unsqueeze", [c, axes]) for c in _split4(ctx, pb, 1)]   # (P, 1, 1)
+    b = _split4(ctx, pb, -1)                                    # (P, 1, 1) or (N, P, 1, 1)
     if p.variance_encoded_in_target:
         t = [l0, l1, l2, l3]
     else:
-        v = [ctx.op("Unsqueeze", [c, axes]) for c in _split4(ctx, pv, 1)]
+        v = _split4(ctx, pv, -1)
         t = [ctx.op("Mul", [vi, li]) for vi, li in zip(v, (l0, l1, l2, l3))]
     pw = ctx.op("Sub", [b[2], b[0]])
     ph = ctx.op("Sub", [b[3], b[1]])
@@ -89,9 +89,22 @@ def detection_output_onnx(ctx, step, p) -> None:
     conf = ctx.op("Reshape", [conf_in, ctx.ints("conf_shape", [0, num_p, C])])
     prior = ctx.op("Reshape", [prior_in, ctx.ints("prior_shape", [-1, 2, num_p, 4])])
     prior = _take(ctx, prior, 0, 0)                             # (2, P, 4)
-    pb, pv = _take(ctx, prior, 0, 0), _take(ctx, prior, 1, 0)
+    ax1 = ctx.ints("ax1", [1])
+    pb = ctx.op("Unsqueeze", [_take(ctx, prior, 0, 0), ax1])     # (P, 1, 4)
+    pv = ctx.op("Unsqueeze", [_take(ctx, prior, 1, 0), ax1])
+    if len(step.inputs) > 4:        # RefineDet: the ARM's offsets refine the priors first
+        arm_loc = ctx.op("Reshape", [ctx.name(step.inputs[4]), ctx.ints("arm_loc_shape", [0, num_p, n_loc, 4])])
+        pb = _decode(ctx, arm_loc, pb, pv, p)                   # (N, P, 1, 4)
     boxes = _decode(ctx, loc, pb, pv, p)                         # (N, P, L, 4)
     label_ids = ctx.const("labels", np.asarray(labels, np.int64), np.int64)
+    if len(step.inputs) > 3:        # RefineDet: anchors the ARM calls background
+        arm = ctx.op("Reshape", [ctx.name(step.inputs[3]), ctx.ints("arm_conf_shape", [0, num_p, 2])])
+        drop = ctx.op("Less", [ctx.op("Slice", [arm, ctx.ints("o1", [1]), ctx.ints("o2", [2]), ctx.ints("ax2", [2])]),
+                               ctx.const("objectness", np.asarray([p.objectness_score], np.float32))])
+        bg = np.zeros(C, np.float32)
+        if 0 <= p.background_label_id < C:
+            bg[p.background_label_id] = 1.0
+        conf = ctx.op("Where", [drop, ctx.const("background", bg), conf])
 
     scores = ctx.op("Transpose", [conf], perm=[0, 2, 1])        # (N, C, P)
     if cp != C:

@@ -131,9 +131,11 @@ def _decode(pb, pv, code, vin, b):
 
 def detection_output_oracle(loc, conf, prior, num_classes, share_location=True, background_label_id=0,
                             nms_threshold=0.3, top_k=-1, eta=1.0, code_type="CORNER",
-                            variance_encoded_in_target=False, keep_top_k=-1, confidence_threshold=None):
+                            variance_encoded_in_target=False, keep_top_k=-1, confidence_threshold=None,
+                            arm_conf=None, arm_loc=None, objectness_score=0.01):
     """detection_output_layer.cpp Forward_cpu with GetLocPredictions, GetConfidenceScores,
-    GetPriorBBoxes, DecodeBBoxesAll, ApplyNMSFast (GetMaxScoreIndex: stable_sort), keep_top_k."""
+    GetPriorBBoxes, DecodeBBoxesAll, ApplyNMSFast (GetMaxScoreIndex: stable_sort), keep_top_k;
+    with arm_conf / arm_loc RefineDet's OSGetConfidenceScores and CasRegDecodeBBoxesAll."""
     thr = -3.4028234663852886e38 if confidence_threshold is None else confidence_threshold
     num = loc.shape[0]
     n_p = prior.shape[2] // 4
@@ -145,14 +147,25 @@ def detection_output_oracle(loc, conf, prior, num_classes, share_location=True, 
     decoded = []
     for i in range(num):
         dec = {}
+        img_priors = priors
+        if arm_loc is not None:     # CasRegDecodeBBoxesAll: priors decoded by the ARM first
+            al = arm_loc.reshape(num, -1)
+            img_priors = [_decode(priors[p], pvars[p], code_type, variance_encoded_in_target,
+                                  al[i, p * 4:p * 4 + 4].tolist()) for p in range(n_p)]
         for c in range(n_loc):
             label = -1 if share_location else c
             if label == background_label_id:
                 continue
-            dec[label] = [_decode(priors[p], pvars[p], code_type, variance_encoded_in_target,
+            dec[label] = [_decode(img_priors[p], pvars[p], code_type, variance_encoded_in_target,
                                   locf[i, (p * n_loc + c) * 4:(p * n_loc + c) * 4 + 4].tolist()) for p in range(n_p)]
         decoded.append(dec)
         scores = {c: [conff[i, p * num_classes + c] for p in range(n_p)] for c in range(num_classes)}
+        if arm_conf is not None:    # OSGetConfidenceScores
+            ac = arm_conf.reshape(num, -1)
+            for p in range(n_p):
+                if ac[i, p * 2 + 1] < objectness_score:
+                    for c in range(num_classes):
+                        scores[c][p] = 1.0 if c == background_label_id else 0.0
         indices, num_det = {}, 0
         for c in range(num_classes):
             if c == background_label_id:
@@ -306,7 +319,9 @@ def corner_inputs(boxes, scores, n_img=1):
 
 def det_check(fields, ins, min_count=0):
     p = params_of("DetectionOutput", fields)
-    want = detection_output_oracle(*[x.astype(np.float64) for x in ins], **p.kwargs())
+    xs = [x.astype(np.float64) for x in ins]
+    arm = dict(zip(("arm_conf", "arm_loc"), xs[3:]))
+    want = detection_output_oracle(*xs[:3], **p.kwargs(), **arm)
     g, feeds = one_layer("DetectionOutput", p, ins)
     for name, got in run_all(g, feeds).items():
         d = compare_detections(got, want, tol=2e-6 if name == "torch64" else 1e-5)
@@ -398,3 +413,21 @@ def test_adaptive_eta_in_torch_refused_in_onnx():
     from protogen.onnx_io import export_onnx
     with pytest.raises(UnsupportedError, match="eta"):
         export_onnx(g)
+
+
+@pytest.mark.parametrize("objectness", [0.3, 0.7])
+def test_refinedet_form(objectness):
+    """RefineDet's 5-bottom DetectionOutput: priors refined by arm_loc, anchors whose ARM
+    objectness is below objectness_score dropped."""
+    rng = np.random.default_rng(5)
+    loc, conf, prior = _random_inputs(5, 2, 30, 4, 1)
+    arm_conf = rng.uniform(0, 1, (2, 60)).astype(np.float32)
+    arm_loc = (rng.standard_normal((2, 120)) * 0.5).astype(np.float32)
+    want = det_check(dict(num_classes=4, code_type="CENTER_SIZE", nms_param=dict(nms_threshold=0.45, top_k=20),
+                          keep_top_k=12, confidence_threshold=0.05, objectness_score=objectness),
+                     [loc, conf, prior, arm_conf, arm_loc], min_count=4)
+    # without the ARM the result differs (the case exercises both refinements)
+    plain = detection_output_oracle(*[x.astype(np.float64) for x in (loc, conf, prior)], num_classes=4,
+                                    code_type="CENTER_SIZE", nms_threshold=0.45, top_k=20, keep_top_k=12,
+                                    confidence_threshold=0.05)
+    assert not compare_detections(plain, want).ok
