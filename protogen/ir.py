@@ -83,26 +83,112 @@ class Step:
     outputs: list[str]         # SSA value names of the tops
     in_shapes: list[Shape]
     out_shapes: list[Shape]
+    #: position in :attr:`Resolved.steps`
+    index: int = -1
 
 
-class Dataflow:
-    """Dataflow facts over resolved steps, for backends that lower a layer together with
-    its neighbour (BatchNorm + Scale): who reads a value, which values are net outputs, and
-    which steps were already handled."""
+def ssa_names(tops: Iterable[list[str]]) -> list[list[str]]:
+    """The SSA naming rule, for the tops of layers in order: the last write of a blob keeps the
+    blob's name, earlier writes (a blob rewritten in place) are ``blob@1``, ``blob@2``, ...
+    (also used for a written NetParameter, whose layers may differ from the IR's)."""
+    tops = [list(ts) for ts in tops]
+    n_writes: dict[str, int] = {}
+    for ts in tops:
+        for t in ts:
+            n_writes[t] = n_writes.get(t, 0) + 1
+    seen: dict[str, int] = {}
+    out = []
+    for ts in tops:
+        names = []
+        for t in ts:
+            k = seen.get(t, 0) + 1
+            seen[t] = k
+            names.append(t if k == n_writes[t] else f"{t}@{k}")
+        out.append(names)
+    return out
 
-    def _init_dataflow(self, steps: list[Step], outputs) -> None:
-        self.graph_outputs = list(outputs)
-        self._done: set[int] = set()
+
+class Resolved:
+    """One view (net, phase) of a :class:`Graph` resolved once for every backend: the ONNX
+    export, the torch executor and source generator, weights, prototxt writing and verify.
+
+    * ``steps``: :class:`Step` per layer, in order (SSA names from :func:`ssa_names`, shapes);
+    * ``graph``: the view itself; ``outputs``: the net outputs (SSA names, = blob names);
+    * ``inputs``: ``(blob, ssa, shape)`` of every top of an input layer (``kind.is_input``);
+    * ``shapes[ssa]``, ``producer[ssa]`` (the step writing it), ``blob_of(ssa)``,
+      ``versions(blob)`` (its SSA names in write order), ``consumers(ssa)`` (steps reading it),
+      ``last_use[ssa]`` (index of the last step reading it; absent when never read).
+    """
+
+    def __init__(self, graph: "Graph", steps: list[Step]):
+        self.graph = graph
+        self.steps = steps
+        self.outputs: list[str] = graph.outputs()
+        self.shapes: dict[str, Shape] = {}
+        self.producer: dict[str, Step] = {}
+        self._blob: dict[str, str] = {}
+        self._versions: dict[str, list[str]] = {}
         self._consumers: dict[str, list[Step]] = {}
-        for st in steps:
+        self.last_use: dict[str, int] = {}
+        for i, st in enumerate(steps):
+            st.index = i
             for v in st.inputs:
                 self._consumers.setdefault(v, []).append(st)
+                self.last_use[v] = i
+            for t, v, sh in zip(st.layer.tops, st.outputs, st.out_shapes):
+                self.shapes[v] = tuple(sh)
+                self.producer[v] = st
+                self._blob[v] = t
+                self._versions.setdefault(t, []).append(v)
+        self.inputs: list[tuple[str, str, Shape]] = [
+            (t, v, tuple(sh)) for st in steps if st.layer.kind.is_input
+            for t, v, sh in zip(st.layer.tops, st.outputs, st.out_shapes)]
+
+    def __iter__(self) -> Iterator[Step]:
+        return iter(self.steps)
+
+    def __len__(self) -> int:
+        return len(self.steps)
 
     def consumers(self, ssa: str) -> list[Step]:
         return list(self._consumers.get(ssa, []))
 
     def is_output(self, ssa: str) -> bool:
-        return ssa in self.graph_outputs
+        return ssa in self.outputs
+
+    def blob_of(self, ssa: str) -> str:
+        return self._blob[ssa]
+
+    def versions(self, blob: str) -> list[str]:
+        return list(self._versions.get(blob, []))
+
+    def step(self, layer_name: str) -> Step:
+        for st in self.steps:
+            if st.layer.name == layer_name:
+                return st
+        raise KeyError(layer_name)
+
+    def blob_shapes(self) -> dict[str, Shape]:
+        """Final shape of every blob name (after the last in-place rewrite)."""
+        return {t: self.shapes[vs[-1]] for t, vs in self._versions.items()}
+
+
+class Dataflow:
+    """Dataflow facts over a :class:`Resolved` graph, for backends that lower a layer together
+    with its neighbour (BatchNorm + Scale): who reads a value, which values are net outputs,
+    and which steps were already handled."""
+
+    def _init_dataflow(self, resolved: Resolved) -> None:
+        self.resolved = resolved
+        self.steps = resolved.steps
+        self.graph_outputs = list(resolved.outputs)
+        self._done: set[int] = set()
+
+    def consumers(self, ssa: str) -> list[Step]:
+        return self.resolved.consumers(ssa)
+
+    def is_output(self, ssa: str) -> bool:
+        return self.resolved.is_output(ssa)
 
     def mark_done(self, step: Step) -> None:
         """``step`` was handled together with another layer (e.g. BatchNorm + Scale)."""
@@ -165,14 +251,12 @@ class Graph:
         if problems:
             name, msg = problems[0]
             raise ProtogenError(msg, file=file, layer=name)
-        phases = {p for l in self.layers if l.phases for p in l.phases} or {None}
-        for ph in sorted(phases, key=str):
+        for ph in self.phases():
             self.select(phase=ph)._check_dataflow(file)
 
     def _check_dataflow(self, file: str | None) -> None:
         names: set[str] = set()
         written: set[str] = set()
-        all_tops = {t: i for i, l in enumerate(self.layers) for t in l.tops}
         for i, l in enumerate(self.layers):
             if l.name in names:
                 raise ProtogenError("duplicate layer name", file=file, layer=l.name)
@@ -199,33 +283,36 @@ class Graph:
                         f"top '{t}' is already produced by an earlier layer "
                         "(only in-place layers may write a blob again)", file=file, layer=l.name)
                 written.add(t)
-        del all_tops
 
     # ------------------------------------------------------------------ SSA + shapes
-    def steps(self, input_shapes: dict[str, Shape] | None = None, file: str | None = None) -> list[Step]:
-        """Resolve in-place blobs to SSA values and infer every shape, in order.
+    def resolve(self, net: str | None = None, phase: str | None = None,
+                input_shapes: dict[str, Shape] | None = None, file: str | None = None) -> Resolved:
+        """The view for ``net``/``phase`` (see :meth:`select`) resolved: SSA values, shapes,
+        consumers, last use, outputs. ``input_shapes`` override input layers' shapes by blob."""
+        view = self.select(net, phase) if (net is not None or phase is not None) else self
+        return Resolved(view, view.steps(input_shapes, file))
 
-        The last version of every blob is named like the blob itself; earlier versions of a
-        blob rewritten in place are named ``blob@k`` (k = 1, 2, ...).
-        """
+    def phases(self) -> list[str | None]:
+        """The phases whose views differ (sorted), or ``[None]`` when no layer is phase-bound."""
+        return sorted({p for l in self.layers if l.phases for p in l.phases}) or [None]
+
+    def resolve_phases(self, net: str | None = None) -> list[Resolved]:
+        """One :class:`Resolved` per phase of the ``net`` view (a train_val net's TRAIN and
+        TEST views; one view when no layer is phase-bound)."""
+        view = self.select(net=net)
+        return [view.resolve(phase=ph) for ph in view.phases()]
+
+    def steps(self, input_shapes: dict[str, Shape] | None = None, file: str | None = None) -> list[Step]:
+        """Resolve in-place blobs to SSA values (:func:`ssa_names`) and infer every shape, in
+        order (:meth:`resolve` adds the dataflow facts)."""
         from .layers import get_type
         self.check(file)
-        n_writes: dict[str, int] = {}
-        for l in self.layers:
-            for t in l.tops:
-                n_writes[t] = n_writes.get(t, 0) + 1
-        seen: dict[str, int] = {}
-
-        def new_value(blob: str) -> str:
-            k = seen.get(blob, 0) + 1
-            seen[blob] = k
-            return blob if k == n_writes[blob] else f"{blob}@{k}"
-
+        names = ssa_names(l.tops for l in self.layers)
         current: dict[str, str] = {}
         shapes: dict[str, Shape] = {}
         out: list[Step] = []
         overrides = dict(input_shapes or {})
-        for l in self.layers:
+        for l, outs in zip(self.layers, names):
             kind = get_type(l.type)
             ins = [current[b] for b in l.bottoms]
             in_shapes = [shapes[v] for v in ins]
@@ -236,34 +323,16 @@ class Graph:
                     out_shapes = [tuple(overrides.get(t, s)) for t, s in zip(l.tops, out_shapes)]
             except ProtogenError as e:
                 raise e.with_context(file=file, layer=l.name)
-            for s in out_shapes:
-                if any(d < 0 for d in s):
-                    raise ShapeError(f"negative output dimension {s} (input {in_shapes} too small?)",
-                                     file=file, layer=l.name)
-                n = 1
-                for d in s:
-                    n *= d
-                if n > 2**40:
-                    raise ShapeError(f"absurd output shape {s} ({n} elements)", file=file, layer=l.name)
-            if len(out_shapes) != len(l.tops):
-                raise ShapeError(f"{l.type} gives {len(out_shapes)} outputs for {len(l.tops)} tops",
-                                 file=file, layer=l.name)
-            outs = []
-            for t, s in zip(l.tops, out_shapes):
-                v = new_value(t)
+            _check_out_shapes(l, in_shapes, out_shapes, file)
+            for t, v, s in zip(l.tops, outs, out_shapes):
                 current[t] = v
                 shapes[v] = s
-                outs.append(v)
-            out.append(Step(l, ins, outs, in_shapes, out_shapes))
+            out.append(Step(l, ins, outs, in_shapes, out_shapes, len(out)))
         return out
 
     def blob_shapes(self, input_shapes: dict[str, Shape] | None = None) -> dict[str, Shape]:
         """Final shape of every blob name (the shape after the last in-place rewrite)."""
-        res: dict[str, Shape] = {}
-        for st in self.steps(input_shapes):
-            for t, s in zip(st.layer.tops, st.out_shapes):
-                res[t] = s
-        return res
+        return self.resolve(input_shapes=input_shapes).blob_shapes()
 
     def outputs(self) -> list[str]:
         """Blobs written but never read afterwards (Caffe's net outputs)."""
@@ -276,3 +345,18 @@ class Graph:
                 if t not in consumed and t not in outs:
                     outs.append(t)
         return outs
+
+
+def _check_out_shapes(l: Layer, in_shapes, out_shapes, file) -> None:
+    for s in out_shapes:
+        if any(d < 0 for d in s):
+            raise ShapeError(f"negative output dimension {s} (input {in_shapes} too small?)",
+                             file=file, layer=l.name)
+        n = 1
+        for d in s:
+            n *= d
+        if n > 2**40:
+            raise ShapeError(f"absurd output shape {s} ({n} elements)", file=file, layer=l.name)
+    if len(out_shapes) != len(l.tops):
+        raise ShapeError(f"{l.type} gives {len(out_shapes)} outputs for {len(l.tops)} tops",
+                         file=file, layer=l.name)

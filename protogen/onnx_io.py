@@ -5,7 +5,7 @@ layer type's ``to_onnx(ctx, step)`` (in :mod:`protogen.layers`) emits its own no
 the :class:`OnnxContext` below. Naming:
 
 * graph inputs are the Caffe input blobs (``data``), graph outputs the net's output blobs
-  (``prob``); every other value is named by its SSA name from :meth:`Graph.steps` (a blob
+  (``prob``); every other value is named by its SSA name from :class:`protogen.ir.Resolved` (a blob
   rewritten in place has versions ``blob@1``, ``blob@2``, ... and its last version ``blob``);
 * helper values inside one layer's lowering are ``<layer>/<what>``, made unique;
 * Dropout and Split produce no node: their tops are aliases of the input value.
@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import ProtogenError, ShapeError
-from .ir import DEPLOY, Dataflow, Graph, Step
+from .ir import DEPLOY, Dataflow, Graph, Resolved, Step
 from .util import unique_name
 from .wire import LEN, fields, len_field
 
@@ -37,17 +37,12 @@ EXTERNAL_MIN_BYTES = 1024
 FLT_MAX = float(np.finfo(np.float32).max)
 
 
-class _NeedStatic(Exception):
-    pass
-
-
 class OnnxContext(Dataflow):
     """What a layer's ``to_onnx`` sees: value names, constants, nodes, dataflow facts."""
 
-    def __init__(self, steps: list[Step], outputs: list[str], opset: int,
+    def __init__(self, resolved: Resolved, opset: int,
                  var_batch: dict, var_hw: dict, dynamic_hw: bool, dynamic_batch: bool):
-        self._init_dataflow(steps, outputs)
-        self.steps = steps
+        self._init_dataflow(resolved)
         self.opset = opset
         self.dynamic_hw = dynamic_hw
         self.dynamic_batch = dynamic_batch
@@ -59,10 +54,7 @@ class OnnxContext(Dataflow):
         self._alias: dict[str, str] = {}
         self.need_fixed_hw = False
         self.need_fixed_batch = False
-        self.shapes: dict[str, tuple] = {}
-        for st in steps:
-            for v, s in zip(st.outputs, st.out_shapes):
-                self.shapes[v] = tuple(s)
+        self.shapes: dict[str, tuple] = dict(resolved.shapes)
         self._used = set(self.shapes)
         self._node_names: set[str] = set()
         self.current: Step | None = None
@@ -143,35 +135,26 @@ class OnnxContext(Dataflow):
         axes = range(r) if axes is None else axes
         return tuple(self.static(ssa, a) for a in axes)
 
-    def fix_size(self) -> None:
-        """Ask for static H/W (for lowerings whose constants depend on the input size)."""
-        if self.dynamic_hw:
-            self.need_fixed_hw = True
 
-
-def _varying_axes(graph: Graph, base_steps: list[Step], perturb) -> dict | None:
+def _varying_axes(res: Resolved, perturb) -> dict | None:
     """Axes of each SSA value whose size changes when the inputs' shapes change."""
-    shapes = {}
-    for st in base_steps:
-        if st.layer.kind.is_input:
-            for t, s in zip(st.layer.tops, st.out_shapes):
-                shapes[t] = perturb(tuple(s))
+    shapes = {blob: perturb(shape) for blob, _, shape in res.inputs}
     try:
-        other = graph.steps(shapes)
+        other = res.graph.steps(shapes)
     except ProtogenError:
         return None
-    res = {}
-    for a, b in zip(base_steps, other):
+    res_axes = {}
+    for a, b in zip(res.steps, other):
         for v, s1, s2 in zip(a.outputs, a.out_shapes, b.out_shapes):
             if len(s1) != len(s2):
                 return None
-            res[v] = {i for i, (x, y) in enumerate(zip(s1, s2)) if x != y}
-    return res
+            res_axes[v] = {i for i, (x, y) in enumerate(zip(s1, s2)) if x != y}
+    return res_axes
 
 
-def _lower(steps, outputs, opset, var_batch, var_hw, dynamic_hw, dynamic_batch) -> OnnxContext:
-    ctx = OnnxContext(steps, outputs, opset, var_batch, var_hw, dynamic_hw, dynamic_batch)
-    for st in steps:
+def _lower(res: Resolved, opset, var_batch, var_hw, dynamic_hw, dynamic_batch) -> OnnxContext:
+    ctx = OnnxContext(res, opset, var_batch, var_hw, dynamic_hw, dynamic_batch)
+    for st in res.steps:
         if ctx.done(st):
             continue
         ctx.current = st
@@ -181,6 +164,105 @@ def _lower(steps, outputs, opset, var_batch, var_hw, dynamic_hw, dynamic_batch) 
             raise e.with_context(layer=st.layer.name)
     ctx.current = None
     return ctx
+
+
+def _lower_dynamic(res: Resolved, opset: int) -> OnnxContext:
+    """Lower with symbolic batch and H/W where the net allows; lower again with static H/W
+    (then a static batch) when a layer had to bake such a size into the graph."""
+    def grow_batch(s):
+        return (s[0] + 1,) + tuple(s[1:]) if s else s
+
+    def grow_hw(s):
+        return tuple(s[:2]) + tuple(2 * d + 1 for d in s[2:])
+
+    var_batch = _varying_axes(res, grow_batch) or {}
+    var_hw = _varying_axes(res, grow_hw)
+    dynamic_hw = var_hw is not None and any(var_hw.values())
+    var_hw = var_hw or {}
+    ctx = _lower(res, opset, var_batch, var_hw, dynamic_hw, True)
+    if ctx.need_fixed_hw or ctx.need_fixed_batch:
+        ctx = _lower(res, opset, var_batch, var_hw, False, True)
+        if ctx.need_fixed_batch:
+            ctx = _lower(res, opset, var_batch, var_hw, False, False)
+    return ctx
+
+
+def _keep_input_names(ctx: OnnxContext, res: Resolved) -> None:
+    """Graph inputs keep their blob names even when the blob is rewritten in place (then the
+    input is SSA ``data@1`` and the last version ``data`` becomes ``data@<k>``)."""
+    rename: dict[str, str] = {}
+    for blob, v, _ in res.inputs:
+        if v != blob and blob not in res.outputs:
+            rename[v], rename[blob] = blob, f"{blob}@{len(res.versions(blob))}"
+    if rename:
+        ctx.inputs = [(rename.get(n, n), s) for n, s in ctx.inputs]
+        ctx.nodes = [(op, [rename.get(i, i) for i in ins], [rename.get(o, o) for o in outs], a, nn)
+                     for op, ins, outs, a, nn in ctx.nodes]
+        ctx._alias = {k2: rename.get(v2, v2) for k2, v2 in ctx._alias.items()}
+
+
+def _output_renames(ctx: OnnxContext, outputs: list[str]):
+    """Graph outputs keep their blob names: an output that is an alias gets its producer
+    renamed (or, aliasing a graph input or another output, an Identity node). Returns
+    (rename, extra nodes, aliases of the non-output values for the metadata)."""
+    input_names = {n for n, _ in ctx.inputs}
+    produced = {o for (_, _, outs, _, _) in ctx.nodes for o in outs}
+    rename: dict[str, str] = {}
+    extra_nodes = []
+    for o in outputs:
+        v = ctx.name(o)
+        if v == o:
+            continue
+        if v in produced and v not in input_names and v not in outputs and v not in rename:
+            rename[v] = o
+        else:
+            extra_nodes.append(("Identity", [rename.get(v, v)], [o], {}, f"{o}/output"))
+    aliases = {}
+    for ssa in ctx.shapes:
+        if ctx.is_alias(ssa) and ssa not in outputs:
+            v = ctx.name(ssa)
+            aliases[ssa] = rename.get(v, v)
+    return rename, extra_nodes, aliases
+
+
+def _value_infos(ctx: OnnxContext, res: Resolved, rename: dict, intermediate: bool):
+    """The graph's input and output ValueInfos, with symbolic axes (``N``, ``H``, ``W``)."""
+    from onnx import TensorProto, helper
+    dyn_b, dyn_hw = ctx.dynamic_batch, ctx.dynamic_hw
+    var_b, var_hw = ctx._var_batch, ctx._var_hw
+
+    def dims(ssa: str, shape, label=None):
+        res_ = []
+        for a, d in enumerate(shape):
+            if dyn_b and a in var_b.get(ssa, ()):
+                res_.append("N")
+            elif dyn_hw and a in var_hw.get(ssa, ()):
+                res_.append(label(a) if label else None)
+            else:
+                res_.append(int(d))
+        return res_
+
+    single = len(ctx.inputs) == 1
+    g_inputs = []
+    for n, shape in ctx.inputs:
+        def label(a, n=n, shape=shape):
+            lab = {2: "H", 3: "W"}.get(a, f"d{a}") if len(shape) == 4 else f"d{a}"
+            return lab if single else f"{n}_{lab}"
+        g_inputs.append(helper.make_tensor_value_info(n, TensorProto.FLOAT, dims(n, shape, label)))
+    out_names = list(res.outputs)
+    if intermediate:
+        input_names = {n for n, _ in ctx.inputs}
+        produced = {o for (_, _, outs, _, _) in ctx.nodes for o in outs}
+        seen = set(out_names) | input_names
+        for st in res.steps:
+            for v in st.outputs:
+                if v in seen or ctx.is_alias(v) or rename.get(v, v) != v or v not in produced:
+                    continue
+                seen.add(v)
+                out_names.append(v)
+    g_outputs = [helper.make_tensor_value_info(o, TensorProto.FLOAT, dims(o, ctx.shapes[o]))
+                 for o in out_names]
+    return g_inputs, g_outputs
 
 
 def _tensor(name: str, arr: np.ndarray):
@@ -204,121 +286,24 @@ def export_onnx(graph: Graph, path=None, *, opset: int = 17, intermediate: bool 
     file to get the weights. ``intermediate=True`` also makes every intermediate value a graph
     output, under its SSA name.
     """
-    import onnx
-    from onnx import TensorProto, helper
+    from onnx import helper
 
     if opset < 17:
         raise ProtogenError(f"ONNX export needs opset >= 17, got {opset}")
-    g = graph.select(net=DEPLOY)
-    steps = g.steps()
-    outputs = g.outputs()
-    if not any(st.layer.kind.is_input for st in steps):
+    res = graph.resolve(net=DEPLOY)
+    if not res.inputs:
         raise ProtogenError("the deploy net has no Input layer")
-
-    def grow_batch(s):
-        return (s[0] + 1,) + tuple(s[1:]) if s else s
-
-    def grow_hw(s):
-        return tuple(s[:2]) + tuple(2 * d + 1 for d in s[2:])
-
-    var_batch = _varying_axes(g, steps, grow_batch) or {}
-    var_hw = _varying_axes(g, steps, grow_hw)
-    dynamic_hw = var_hw is not None and any(var_hw.values())
-    var_hw = var_hw or {}
-    dynamic_batch = True
-    ctx = _lower(steps, outputs, opset, var_batch, var_hw, dynamic_hw, dynamic_batch)
-    if ctx.need_fixed_hw or ctx.need_fixed_batch:
-        dynamic_hw = False
-        ctx = _lower(steps, outputs, opset, var_batch, var_hw, False, dynamic_batch)
-        if ctx.need_fixed_batch:
-            dynamic_batch = False
-            ctx = _lower(steps, outputs, opset, var_batch, var_hw, False, False)
-
-    # ---- graph inputs keep their blob names even when the blob is rewritten in place
-    # (then the input is SSA 'data@1' and the last version 'data' becomes 'data@<k>')
-    rename: dict[str, str] = {}
-    for st in steps:
-        if st.layer.kind.is_input:
-            for top, v in zip(st.layer.tops, st.outputs):
-                if v != top and top not in outputs:
-                    k = sum(t == top for s2 in steps for t in s2.layer.tops)
-                    rename[v], rename[top] = top, f"{top}@{k}"
-    if rename:
-        ctx.inputs = [(rename.get(n, n), s) for n, s in ctx.inputs]
-        ctx.nodes = [(op, [rename.get(i, i) for i in ins], [rename.get(o, o) for o in outs], a, nn)
-                     for op, ins, outs, a, nn in ctx.nodes]
-        ctx._alias = {k2: rename.get(v2, v2) for k2, v2 in ctx._alias.items()}
-        rename = {}
-
-    # ---- graph outputs: an output that is an alias gets its producer renamed
-    input_names = {n for n, _ in ctx.inputs}
-    produced = {o for (_, _, outs, _, _) in ctx.nodes for o in outs}
-    extra_nodes = []
-    for o in outputs:
-        v = ctx.name(o)
-        if v == o:
-            continue
-        if v in produced and v not in input_names and v not in outputs and v not in rename:
-            rename[v] = o
-        else:   # an output equal to a graph input or to another output: needs a node
-            extra_nodes.append(("Identity", [rename.get(v, v)], [o], {}, f"{o}/output"))
-    aliases = {}
-    for ssa in ctx.shapes:
-        if ctx.is_alias(ssa) and ssa not in outputs:
-            v = ctx.name(ssa)
-            aliases[ssa] = rename.get(v, v)
+    ctx = _lower_dynamic(res, opset)
+    _keep_input_names(ctx, res)
+    rename, extra_nodes, aliases = _output_renames(ctx, res.outputs)
 
     def rn(n):
         return rename.get(n, n)
 
-    nodes = []
-    for op, ins, outs, attrs, nname in ctx.nodes + extra_nodes:
-        nodes.append(helper.make_node(op, [rn(i) for i in ins], [rn(o) for o in outs], name=nname, **attrs))
-
-    def dims(ssa: str, shape):
-        res = []
-        for a, d in enumerate(shape):
-            if dynamic_batch and a in var_batch.get(ssa, ()):
-                res.append("N")
-            elif dynamic_hw and a in var_hw.get(ssa, ()):
-                res.append(None)
-            else:
-                res.append(int(d))
-        return res
-
-    single = len(ctx.inputs) == 1
-    g_inputs = []
-    for n, shape in ctx.inputs:
-        ds = []
-        for a, d in enumerate(shape):
-            if dynamic_batch and a in var_batch.get(n, ()):
-                ds.append("N")
-            elif dynamic_hw and a in var_hw.get(n, ()):
-                label = {2: "H", 3: "W"}.get(a, f"d{a}") if len(shape) == 4 else f"d{a}"
-                ds.append(label if single else f"{n}_{label}")
-            else:
-                ds.append(int(d))
-        g_inputs.append(helper.make_tensor_value_info(n, TensorProto.FLOAT, ds))
-    out_names = list(outputs)
-    if intermediate:
-        seen = set(out_names) | input_names
-        for st in steps:
-            for v in st.outputs:
-                onnx_v = rn(v)
-                if v in seen or ctx.is_alias(v) or onnx_v != v or v not in produced:
-                    continue
-                seen.add(v)
-                out_names.append(v)
-    g_outputs = [helper.make_tensor_value_info(o, TensorProto.FLOAT, dims(o, ctx.shapes[o]))
-                 for o in out_names]
-
-    total = sum(a.nbytes for a in ctx.inits.values())
-    external = total > EXTERNAL_DATA_THRESHOLD if external_data is None else bool(external_data)
-    if external and path is None:
-        if external_data:
-            raise ProtogenError("external_data=True needs an output path")
-        raise ProtogenError(f"the weights take {total / 2**30:.1f} GiB (> 2 GB): give an output "
-                            "path so they can be written as ONNX external data")
+    nodes = [helper.make_node(op, [rn(i) for i in ins], [rn(o) for o in outs], name=nname, **attrs)
+             for op, ins, outs, attrs, nname in ctx.nodes + extra_nodes]
+    g_inputs, g_outputs = _value_infos(ctx, res, rename, intermediate)
+    external = _external(ctx.inits, path, external_data)
     if path is None:
         inits = [_tensor(n, a) for n, a in ctx.inits.items()]
     elif external:
@@ -330,13 +315,25 @@ def export_onnx(graph: Graph, path=None, *, opset: int = 17, intermediate: bool 
                           producer_name="protogen", producer_version="0.1.0")
     m.ir_version = helper.find_min_ir_version_for(list(m.opset_import), ignore_unknown=True)
     meta = {"protogen:aliases": json.dumps(aliases, sort_keys=True),
-            "protogen:dynamic": json.dumps({"batch": dynamic_batch, "hw": dynamic_hw})}
+            "protogen:dynamic": json.dumps({"batch": ctx.dynamic_batch, "hw": ctx.dynamic_hw})}
     for k, v in meta.items():
         e = m.metadata_props.add()
         e.key, e.value = k, v
     if path is not None:
         _save(m, Path(path), ctx.inits, external)
     return m
+
+
+def _external(inits: dict, path, external_data: bool | None) -> bool:
+    """Whether the weights go to ONNX external data (over 2 GB, or asked for)."""
+    total = sum(a.nbytes for a in inits.values())
+    external = total > EXTERNAL_DATA_THRESHOLD if external_data is None else bool(external_data)
+    if external and path is None:
+        if external_data:
+            raise ProtogenError("external_data=True needs an output path")
+        raise ProtogenError(f"the weights take {total / 2**30:.1f} GiB (> 2 GB): give an output "
+                            "path so they can be written as ONNX external data")
+    return external
 
 
 # ----------------------------------------------------------------------------- streamed writing

@@ -8,9 +8,10 @@ declares its weights (an ``nn.Conv2d``, ``nn.BatchNorm2d``, an ``nn.Parameter``.
 ``OUT.py`` and ``OUT.pth`` (the ``state_dict``, loadable with ``torch.load(path,
 weights_only=True)``), both atomically, after everything has been generated.
 
-Python names: every blob is one local variable (its Caffe name made a valid identifier); an
-in-place Caffe layer reassigns the variable, which reproduces Caffe's in-order semantics.
-Layers with weights become attributes named after the layer. Shape-dependent constants
+Python names: every blob is one local variable (its Caffe name made a safe identifier, see
+:func:`identifier`, unique); an in-place Caffe layer reassigns the variable, which reproduces
+Caffe's in-order semantics. Layers with weights become attributes named after the layer (safe
+and unique the same way; the Caffe name is kept in the line's comment). Shape-dependent constants
 (Caffe's ceil-mode pooling windows, slice sizes) are baked for the net's declared input
 size; the batch size may vary.
 """
@@ -24,7 +25,8 @@ from pathlib import Path
 import numpy as np
 
 from .errors import ProtogenError, UnsupportedError
-from .ir import DEPLOY, Dataflow, Graph, Step
+from .fmt import num, pair, printable  # noqa: F401  (num/pair: formatters re-exported for layer types)
+from .ir import DEPLOY, Dataflow, Graph, Resolved, Step
 from .util import unique_name
 
 #: names the generated file uses itself, and Python's builtins (a blob named 'sum' or
@@ -34,11 +36,15 @@ RESERVED = frozenset({"self", "torch", "nn", "F", "FLT_MAX", "input_names", "out
 
 
 def identifier(name: str) -> str:
-    """``name`` made a valid Python identifier (``inception_3a/1x1`` -> ``inception_3a_1x1``)."""
-    s = re.sub(r"\W", "_", name, flags=re.ASCII)
+    """``name`` made a safe Python identifier (``inception_3a/1x1`` -> ``inception_3a_1x1``):
+    ASCII letters, digits and single underscores only, never starting with ``_`` (a ``__x``
+    attribute would be name-mangled inside the class) or a digit, never a keyword or a name
+    the generated file uses itself. Distinct names may map to the same identifier
+    (``свёртка/1`` -> ``v_1``): callers make them unique (:func:`protogen.util.unique_name`)."""
+    s = re.sub(r"[^0-9A-Za-z]+", "_", name).strip("_")
     if not s or s[0].isdigit():
-        s = "_" + s
-    if keyword.iskeyword(s) or s in RESERVED:
+        s = "v_" + s if s else "v"
+    if keyword.iskeyword(s) or s in RESERVED or keyword.issoftkeyword(s):
         s += "_"
     return s
 
@@ -52,30 +58,14 @@ def class_identifier(name: str) -> str:
     return s if not keyword.iskeyword(s) else s + "_"
 
 
-def num(v) -> str:
-    """A float literal for a float32 parameter: the shortest text that reads back as the same
-    float32 value (``1e-05``, not ``9.999999747378752e-06``)."""
-    f = np.float32(v)
-    if not np.isfinite(f):
-        return f"float('{f}')"
-    s = str(f)
-    return s if any(c in s for c in ".en") else s + ".0"
-
-
-def pair(a: int, b: int) -> str:
-    """``3`` for equal values, else ``(3, 5)`` (PyTorch's int-or-tuple arguments)."""
-    return str(a) if a == b else f"({a}, {b})"
-
-
 class SourceContext(Dataflow):
     """What a layer's ``torch_source`` sees: Python names of its bottoms and tops, weight
     declarations (``__init__`` lines + state_dict entries) and forward lines."""
 
-    def __init__(self, steps: list[Step], outputs: list[str]):
+    def __init__(self, resolved: Resolved):
         import torch.nn
         self._module_attrs = set(dir(torch.nn.Module))
-        self._init_dataflow(steps, outputs)
-        self.steps = steps
+        self._init_dataflow(resolved)
         self.init_lines: list[str] = []
         self.forward_lines: list[str] = []
         self.state: dict[str, np.ndarray] = {}
@@ -118,7 +108,7 @@ class SourceContext(Dataflow):
 
     def _comment(self, extra: str = "") -> str:
         l = self.current.layer
-        return f"  # {l.name} ({l.type}){extra}"
+        return f"  # {printable(l.name)} ({l.type}){extra}"
 
     # ------------------------------------------------------------------ weights
     def module(self, ctor: str, weights: dict, comment: str = "") -> str:
@@ -168,7 +158,7 @@ class SourceContext(Dataflow):
         x = self.x()
         tops = [t for t in self.ys() if t != x]
         l = self.current.layer
-        note = f"  # {l.name} ({l.type}){': ' + comment if comment else ''}"
+        note = f"  # {printable(l.name)} ({l.type}){': ' + comment if comment else ''}"
         if tops:
             self.forward_lines.append(" = ".join(tops) + f" = {x}" + note)
         else:
@@ -176,17 +166,13 @@ class SourceContext(Dataflow):
 
 
 def _lower(graph: Graph, input_shapes=None):
-    g = graph.select(net=DEPLOY)
-    steps = g.steps(input_shapes)
-    outputs = g.outputs()
-    inputs = [(top, s) for st in steps if st.layer.kind.is_input
-              for top, s in zip(st.layer.tops, st.out_shapes)]
-    if not inputs:
+    res = graph.resolve(net=DEPLOY, input_shapes=input_shapes)
+    if not res.inputs:
         raise ProtogenError("the deploy net has no Input layer")
-    ctx = SourceContext(steps, outputs)
-    args = [ctx.var(t) for t, _ in inputs]
+    ctx = SourceContext(res)
+    args = [ctx.var(blob) for blob, _, _ in res.inputs]
     problems = []
-    for st in steps:
+    for st in res.steps:
         l = st.layer
         if l.kind.is_input or ctx.done(st):
             continue
@@ -201,7 +187,7 @@ def _lower(graph: Graph, input_shapes=None):
     if problems:
         raise UnsupportedError(problems)
     ctx.current = None
-    return g, steps, inputs, outputs, ctx, args
+    return res, ctx, args
 
 
 def graph_to_torch_source(graph: Graph, class_name: str | None = None, *, weights_file: str | None = None,
@@ -209,19 +195,20 @@ def graph_to_torch_source(graph: Graph, class_name: str | None = None, *, weight
     """The source of a ``torch.nn.Module`` computing the deploy view of ``graph`` exactly as
     Caffe does (weights are declared, not embedded: see :func:`torch_state_dict`)."""
     from .templating import render
-    g, steps, inputs, outputs, ctx, args = _lower(graph, input_shapes)
+    res, ctx, args = _lower(graph, input_shapes)
     if _ctx_out is not None:
         _ctx_out.append(ctx)
+    g = res.graph
     cls = class_name or class_identifier(g.name or "net")
     if not cls.isidentifier() or keyword.iskeyword(cls):
         raise ProtogenError(f"'{cls}' is not a valid Python class name")
-    shapes = {t: tuple(s) for st in steps for t, s in zip(st.layer.tops, st.out_shapes)}
-    return render("torch_module.py.j2", class_name=cls, net_name=g.name,
-                  weights_file=weights_file or f"{cls}.pth",
-                  inputs=[{"blob": t, "var": v, "shape": "x".join(str(d) for d in s)}
-                          for (t, s), v in zip(inputs, args)],
-                  outputs=[{"blob": o, "var": ctx.var(o), "shape": "x".join(str(d) for d in shapes[o])}
-                           for o in outputs],
+    shapes = res.blob_shapes()
+    return render("torch_module.py.j2", class_name=cls, net_name=printable(g.name),
+                  weights_file=printable(weights_file or f"{cls}.pth"),
+                  inputs=[{"blob": t, "doc": printable(t), "var": v, "shape": "x".join(str(d) for d in s)}
+                          for (t, _, s), v in zip(res.inputs, args)],
+                  outputs=[{"blob": o, "doc": printable(o), "var": ctx.var(o),
+                            "shape": "x".join(str(d) for d in shapes[o])} for o in res.outputs],
                   init_lines=ctx.init_lines, forward_lines=ctx.forward_lines,
                   uses_flt_max="FLT_MAX" in ctx.uses)
 
@@ -270,6 +257,3 @@ def write_torch(graph: Graph, out_py, class_name: str | None = None,
             fy.write(src)
     return [str(out_py), str(out_pth)]
 
-
-#: the name protogen.convert_cli uses
-write_torch_module = write_torch

@@ -3,8 +3,11 @@
 :class:`TorchNet` runs the deploy view of a graph layer by layer, asking each layer type for
 its ``torch_forward`` (Caffe's algorithm written directly on tensors, independently of the
 ONNX lowering). Weights are the module's parameters (learnable blobs) and buffers (BatchNorm
-statistics); values are keyed by the SSA names of :meth:`protogen.ir.Graph.steps`. Shapes
+statistics); values are keyed by the SSA names of :class:`protogen.ir.Resolved`. Shapes
 follow the tensors given, so any batch size (and any input size the net accepts) works.
+
+It is the one executor: :func:`protogen.weights.calibrate_batchnorm` runs it with a ``hook``
+that sets each BatchNorm's statistics from the values reaching it.
 """
 from __future__ import annotations
 
@@ -19,10 +22,10 @@ from .ir import DEPLOY, Graph
 class TorchNet(nn.Module):
     def __init__(self, graph: Graph, input_shapes: dict | None = None):
         super().__init__()
-        g = graph.select(net=DEPLOY)
-        self.graph = g
-        self.steps = g.steps(input_shapes)
-        self.output_names = g.outputs()
+        self.resolved = graph.resolve(net=DEPLOY, input_shapes=input_shapes)
+        self.graph = self.resolved.graph
+        self.steps = self.resolved.steps
+        self.output_names = list(self.resolved.outputs)
         self._keys: list[list[str]] = []
         for i, st in enumerate(self.steps):
             l = st.layer
@@ -81,22 +84,28 @@ class TorchNet(nn.Module):
                 return [getattr(self, k) for k in keys]
         raise KeyError(name)
 
-    def forward(self, inputs: dict, all_blobs: bool = False) -> dict[str, torch.Tensor]:
+    def forward(self, inputs: dict, all_blobs: bool = False, hook=None) -> dict[str, torch.Tensor]:
         """Run the net. ``inputs`` maps input blob names to tensors (or arrays); returns the
-        net outputs (or, with ``all_blobs``, every SSA value) by SSA name."""
+        net outputs (or, with ``all_blobs``, every SSA value) by SSA name. Values are dropped
+        after their last use unless ``all_blobs``.
+
+        ``hook(step, xs)``, when given, is called before each non-input step with its input
+        tensors; it may return new weight blobs (arrays) for that layer, which replace the
+        module's tensors before the layer runs (BatchNorm calibration)."""
         vals: dict[str, torch.Tensor] = {}
-        for st, keys in zip(self.steps, self._keys):
+        keep = set(self.output_names)
+        last_use = self.resolved.last_use
+        for i, (st, keys) in enumerate(zip(self.steps, self._keys)):
             l = st.layer
             kind = l.kind
             if kind.is_input:
-                for top, v in zip(l.tops, st.outputs):
-                    x = inputs.get(v, inputs.get(top))
-                    if x is None:
-                        raise ProtogenError(f"no value given for input '{top}'", layer=l.name)
-                    vals[v] = torch.as_tensor(np.asarray(x, np.float32) if not torch.is_tensor(x) else x,
-                                              dtype=self.dtype)
+                self._feed(st, inputs, vals)
                 continue
             xs = [vals[v] for v in st.inputs]
+            if hook is not None:
+                new = hook(st, xs)
+                if new is not None:
+                    self._set_blobs(keys, new)
             blobs = [getattr(self, k) for k in keys]
             try:
                 outs = kind.torch_forward(l.params, xs, blobs, n_tops=len(st.outputs))
@@ -107,9 +116,27 @@ class TorchNet(nn.Module):
                                     layer=l.name)
             for v, t in zip(st.outputs, outs):
                 vals[v] = t
+            if not all_blobs:
+                for v in st.inputs:
+                    if last_use.get(v) == i and v not in keep:
+                        vals.pop(v, None)
         if all_blobs:
             return vals
         return {o: vals[o] for o in self.output_names}
+
+    def _feed(self, st, inputs: dict, vals: dict) -> None:
+        for top, v in zip(st.layer.tops, st.outputs):
+            x = inputs.get(v, inputs.get(top))
+            if x is None:
+                raise ProtogenError(f"no value given for input '{top}'", layer=st.layer.name)
+            vals[v] = torch.as_tensor(np.asarray(x, np.float32) if not torch.is_tensor(x) else x,
+                                      dtype=self.dtype)
+
+    def _set_blobs(self, keys: list[str], blobs: list) -> None:
+        with torch.no_grad():
+            for key, b in zip(keys, blobs):
+                t = getattr(self, key)
+                t.copy_(torch.as_tensor(np.asarray(b, np.float32)).reshape(tuple(t.shape)))
 
 
 def run(graph: Graph, inputs: dict, all_blobs: bool = False) -> dict[str, np.ndarray]:

@@ -20,12 +20,11 @@ def layer_rng(seed: int, name: str) -> np.random.Generator:
 
 
 def init_weights(graph: Graph, seed: int = 0, net: str = DEPLOY) -> Graph:
-    """Fill ``layer.blobs`` of every layer of ``net`` that has weights (in place); returns graph."""
-    view = graph.select(net=net)
-    phases = {p for l in view.layers if l.phases for p in l.phases}
+    """Fill ``layer.blobs`` of every layer of ``net`` that has weights with drawn values (in
+    place, every phase's view); returns graph. Most callers want :func:`seeded_weights`."""
     done = set()
-    for ph in (sorted(phases) or [None]):
-        for st in view.select(phase=ph).steps():
+    for res in graph.resolve_phases(net):
+        for st in res.steps:
             l = st.layer
             if l.name in done:
                 continue
@@ -33,6 +32,24 @@ def init_weights(graph: Graph, seed: int = 0, net: str = DEPLOY) -> Graph:
             kind = l.kind
             if kind.weight_shapes(l.params, st.in_shapes):
                 l.blobs = kind.init_weights(l.params, st.in_shapes, layer_rng(seed, l.name))
+    return graph
+
+
+def needs_calibration(graph: Graph) -> bool:
+    """Whether some layer's seeded weights are set by :func:`calibrate_batchnorm`."""
+    return any(l.kind.calibrates for l in graph.layers)
+
+
+def seeded_weights(graph: Graph, seed: int = 0, net: str = DEPLOY, batch: int = 2) -> Graph:
+    """The one way to make seeded weights (emit, convert, verify, stats): drawn weights
+    (:func:`init_weights`), then, when the net has BatchNorm-like layers, their statistics
+    calibrated on a seeded batch (:func:`calibrate_batchnorm`; needs torch), so that a deep
+    seeded net stays well-conditioned and its outputs depend on its input. In place; returns
+    graph. Calibration runs on the deploy/TEST view with batch ``batch`` (statistics are
+    per channel, so the batch used does not change their shapes)."""
+    init_weights(graph, seed, net)
+    if needs_calibration(graph.select(net=DEPLOY)):
+        calibrate_batchnorm(graph, seed, batch)
     return graph
 
 
@@ -58,72 +75,54 @@ def calibrate_batchnorm(graph: Graph, seed: int = 0, batch: int = 2) -> Graph:
     Drawn statistics leave a random per-channel offset after each BatchNorm, and the
     input-dependent part of the activations fades through tens of layers (outputs that barely
     depend on the input prove little). Calibrating layer by layer, in one float64 pass of the
-    PyTorch reference (each layer's own ``torch_forward``), keeps activations normalised
-    through 100+ layers: each BatchNorm output gets per-channel standard deviation 1 and mean
-    ``BN_OUTPUT_MEAN`` (1), except the one that ends a residual branch (its result reaches an
-    Eltwise): standard deviation ``RESIDUAL_BRANCH_STD``, mean 0. With zero-mean outputs
-    (or half the mean removed, as before) the ReLU nets were chaotic: a 1e-7 input
-    perturbation grew up to ~1000x inside Inception-v4 (162x at its output), and float32
-    rounding with it; now at most ~6x (1.5x at the output). The
+    PyTorch reference executor (:class:`protogen.torch_ref.TorchNet` with a hook that asks
+    each layer type with ``calibrates`` for its blobs), keeps activations normalised through
+    100+ layers: each BatchNorm output gets per-channel standard deviation 1 and mean
+    ``BN_OUTPUT_MEAN`` (1), except the one that ends a residual branch (its result reaches a
+    layer type with ``joins_residual``, Eltwise): standard deviation ``RESIDUAL_BRANCH_STD``,
+    mean 0. With zero-mean outputs (or half the mean removed, as before) the ReLU nets were
+    chaotic: a 1e-7 input perturbation grew up to ~1000x inside Inception-v4 (162x at its
+    output), and float32 rounding with it; now at most ~6x (1.5x at the output). The
     calibration input (``seed + 1000``) differs from the verification input. Needs torch;
-    ``protogen emit`` does not call it.
+    ``protogen emit`` of a prototxt does not call it.
     """
     import torch
 
     from .ir import TEST
-    from .layers.base import layer_blobs
-    from .layers.norm import BatchNorm
+    from .torch_ref import TorchNet
     view = graph.select(net=DEPLOY, phase=TEST)
-    shapes = {t: (batch,) + tuple(s[1:]) for l in view.input_layers() if l.type == "Input"
-              for t, s in zip(l.tops, l.kind.output_shapes(l.params, [], len(l.tops)))}
-    steps = view.steps(shapes)
-    last_use = {}
-    consumers: dict = {}
-    for i, st in enumerate(steps):
-        for v in st.inputs:
-            last_use[v] = i
-            consumers.setdefault(v, []).append(st)
+    shapes = {blob: (batch,) + tuple(s[1:]) for blob, _, s in view.resolve().inputs}
+    net = TorchNet.from_graph(view, shapes).double()
+    res = net.resolved
 
     def ends_residual_branch(st) -> bool:
         # BatchNorm (+ an in-place affine such as Scale) whose result is summed by an Eltwise
         v = st.outputs[0]
         for _ in range(3):
-            nxt = consumers.get(v, [])
-            if any(c.layer.type == "Eltwise" for c in nxt):
+            nxt = res.consumers(v)
+            if any(c.layer.kind.joins_residual for c in nxt):
                 return True
             if len(nxt) != 1 or nxt[0].layer.kind.batchnorm_affine(nxt[0]) is None:
                 return False
             v = nxt[0].outputs[0]
         return False
-    env: dict = {}
+
+    def hook(st, xs):
+        l = st.layer
+        if not l.kind.calibrates:
+            return None
+        if ends_residual_branch(st):
+            # residual branches start small (cf. zero-gamma init, Goyal et al. 2017):
+            # otherwise the sum grows and rounding differences amplify block by block
+            mean, std = 0.0, RESIDUAL_BRANCH_STD
+        else:
+            # output mean +1 std: mostly-active ReLUs keep the net well-conditioned
+            mean, std = BN_OUTPUT_MEAN, 1.0
+        l.blobs = l.kind.calibrated_blobs(l.params, xs[0], mean, std, VAR_FLOOR)
+        return l.blobs
+
+    feeds = {v: torch.from_numpy(seeded_input(s, seed + 1000 + k)).double()
+             for k, (_, v, s) in enumerate(res.inputs)}
     with torch.no_grad():
-        for i, st in enumerate(steps):
-            l, kind = st.layer, st.layer.kind
-            if kind.is_input:
-                for v, s in zip(st.outputs, st.out_shapes):
-                    env[v] = torch.from_numpy(seeded_input(s, seed + 1000 + len(env))).double()
-                continue
-            xs = [env[v] for v in st.inputs]
-            if isinstance(kind, BatchNorm):
-                x = xs[0]
-                axes = [0] + list(range(2, x.dim()))
-                mean = x.mean(axes).numpy()
-                var = x.var(axes, unbiased=False).numpy()
-                # a (near-)constant channel would amplify rounding noise by 1/sqrt(eps)
-                var = np.maximum(var, VAR_FLOOR * float(var.mean()) + 1e-12)
-                if ends_residual_branch(st):
-                    # residual branches start small (cf. zero-gamma init, Goyal et al. 2017):
-                    # otherwise the sum grows and rounding differences amplify block by block
-                    var = var / RESIDUAL_BRANCH_STD ** 2
-                else:
-                    # output mean +1 std: mostly-active ReLUs keep the net well-conditioned
-                    mean = mean - BN_OUTPUT_MEAN * np.sqrt(var)
-                l.blobs = [mean.astype(np.float32), var.astype(np.float32), np.ones(1, np.float32)]
-            blobs = [torch.from_numpy(b).double() for b in layer_blobs(st)]
-            outs = kind.torch_forward(l.params, xs, blobs, len(st.outputs))
-            for v, o in zip(st.outputs, outs):
-                env[v] = o
-            for v in st.inputs:
-                if last_use.get(v) == i:
-                    env.pop(v, None)
+        net(feeds, hook=hook)
     return graph

@@ -23,10 +23,8 @@ def pb():
 def _layer_shapes(graph: Graph, net: str) -> dict[str, list]:
     """Input shapes of every layer of ``net``, per phase where phases differ."""
     shapes: dict[str, list] = {}
-    view = graph.select(net=net)
-    phases = {p for l in view.layers if l.phases for p in l.phases}
-    for ph in (sorted(phases) or [None]):
-        for st in view.select(phase=ph).steps():
+    for res in graph.resolve_phases(net):
+        for st in res.steps:
             shapes.setdefault(st.layer.name, st.in_shapes)
     return shapes
 

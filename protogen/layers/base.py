@@ -162,6 +162,11 @@ class LayerType:
     #: fields of the param message that are read but have no effect at inference
     benign_param_fields: ClassVar[frozenset] = frozenset(
         {"weight_filler", "bias_filler", "filler", "engine"})
+    #: seeded weights are calibrated on data (BatchNorm statistics): see calibrated_blobs
+    calibrates: ClassVar[bool] = False
+    #: sums branches elementwise (Eltwise): a BatchNorm whose result reaches it ends a
+    #: residual branch, calibrated to a small output (protogen.weights)
+    joins_residual: ClassVar[bool] = False
     #: example cases checked by tests/layers/test_registry.py through every backend (see
     #: the module docstring); a type without examples must be in that test's allow-list
     examples: ClassVar[tuple] = ()
@@ -320,6 +325,12 @@ class LayerType:
         :meth:`torch_forward`, written as literal code that needs only torch."""
         from ..errors import UnsupportedError
         raise UnsupportedError([("?", self.type, "no PyTorch source form (training-only layer?)")])
+
+    def calibrated_blobs(self, p, x, out_mean: float, out_std: float, var_floor: float) -> list:
+        """For a type with ``calibrates``: weight blobs (float32 arrays) that make the output on
+        input ``x`` (a float64 tensor) have per-channel mean ``out_mean`` and standard deviation
+        ``out_std``; channel variances are floored at ``var_floor`` times their mean."""
+        raise NotImplementedError(f"{self.type} does not calibrate")
 
     def batchnorm_affine(self, step):
         """For a layer that directly follows a BatchNorm: ``(gamma, beta)`` numpy arrays when

@@ -155,9 +155,6 @@ class _ConvBase(LayerType):
     def macs(self, p: ConvParams, ins, outs) -> int:
         # each output element: (Cin/group) * kh * kw multiply-adds (bias not counted)
         cin = ins[0][1]
-        if self.type == "Deconvolution":
-            # every input element scatters into (Cout/group) * kh * kw outputs
-            return len(ins) * numel(ins[0][1:]) * (p.num_output // p.group) * p.kernel_h * p.kernel_w
         return len(ins) * numel(outs[0][1:]) * (cin // p.group) * p.kernel_h * p.kernel_w
 
 
@@ -242,6 +239,10 @@ class Deconvolution(_ConvBase):
     examples = (Example(params=dict(num_output=6, kernel_size=4, stride=2, pad=1), ins=[(2, 4, 5, 5)]),
                 Example(params=dict(num_output=4, kernel_size=3, group=2, bias_term=False),
                         ins=[(2, 4, 4, 6)]))
+
+    def macs(self, p: ConvParams, ins, outs) -> int:
+        # every input element scatters into (Cout/group) * kh * kw outputs
+        return len(ins) * numel(ins[0][1:]) * (p.num_output // p.group) * p.kernel_h * p.kernel_w
 
     @staticmethod
     def _weight_shape(p, cin):

@@ -106,12 +106,15 @@ class Data(LayerType):
         t = lp.transform_param
         kw = dict(source=d.source, batch_size=d.batch_size or 1, crop_size=t.crop_size,
                   mirror=t.mirror, mean_value=tuple(t.mean_value), scale=t.scale)
-        if self.type == "Data":
-            kw["backend"] = d.DB.Name(d.backend)
-        else:
-            kw.update(new_height=d.new_height, new_width=d.new_width, shuffle=d.shuffle,
-                      channels=3 if d.is_color else 1)
+        kw.update(self._read_source(d))
         return DataParams(**kw)
+
+    def _read_source(self, d) -> dict:
+        """The fields of this type's own param message (data_param: the DB backend)."""
+        return {"backend": d.DB.Name(d.backend)}
+
+    def _write_source(self, p, d) -> None:
+        d.backend = d.DB.Value(p.backend)
 
     def unsupported(self, lp):
         return []
@@ -120,13 +123,7 @@ class Data(LayerType):
         d = self._param_msg(lp)
         d.source = p.source
         d.batch_size = p.batch_size
-        if self.type == "Data":
-            d.backend = d.DB.Value(p.backend)
-        else:
-            if p.new_height:
-                d.new_height, d.new_width = p.new_height, p.new_width
-            if p.shuffle:
-                d.shuffle = True
+        self._write_source(p, d)
         t = lp.transform_param
         if p.mirror:
             t.mirror = True
@@ -150,6 +147,16 @@ class Data(LayerType):
 class ImageData(Data):
     type = "ImageData"
     param_field = "image_data_param"
+
+    def _read_source(self, d) -> dict:
+        return dict(new_height=d.new_height, new_width=d.new_width, shuffle=d.shuffle,
+                    channels=3 if d.is_color else 1)
+
+    def _write_source(self, p, d) -> None:
+        if p.new_height:
+            d.new_height, d.new_width = p.new_height, p.new_width
+        if p.shuffle:
+            d.shuffle = True
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,19 @@ class BatchNorm(LayerType):
     param_field = "batch_norm_param"
     Params = BatchNormParams
     inplace = True
+    calibrates = True
+
+    def calibrated_blobs(self, p, x, out_mean, out_std, var_floor):
+        axes = [0] + list(range(2, x.dim()))
+        mean = x.mean(axes).cpu().numpy()
+        var = x.var(axes, unbiased=False).cpu().numpy()
+        # a (near-)constant channel would amplify rounding noise by 1/sqrt(eps)
+        var = np.maximum(var, var_floor * float(var.mean()) + 1e-12)
+        if out_std != 1.0:
+            var = var / out_std ** 2
+        if out_mean:
+            mean = mean - out_mean * np.sqrt(var)
+        return [mean.astype(np.float32), var.astype(np.float32), np.ones(1, np.float32)]
 
     def weight_shapes(self, p, ins):
         if len(ins[0]) < 2:

@@ -173,6 +173,7 @@ class Eltwise(LayerType):
                 Example(params=dict(coeff=[1.0, -0.5]), ins=[(2, 3, 4, 4)] * 2))
     param_field = "eltwise_param"
     Params = EltwiseParams
+    joins_residual = True
     n_bottoms = (2, None)
     benign_param_fields = LayerType.benign_param_fields | {"stable_prod_grad"}
 

@@ -269,7 +269,12 @@ def up_to_logits(g: Graph) -> Graph:
     return Graph(d.name, [l for l in d.layers if not (l.type == "Softmax" and l.tops[0] in outs)])
 
 
-@pytest.mark.parametrize("name", list(zoo.models()))
+#: zoo nets checked in the quick run (`make test-quick`); the others are marked slow
+QUICK_ZOO = {"mobilenet_v1", "shufflenet_v2", "resnet18"}
+
+
+@pytest.mark.parametrize("name", [n if n in QUICK_ZOO else pytest.param(n, marks=pytest.mark.slow)
+                                  for n in zoo.models()])
 def test_zoo_net(tmp_path, name):
     opts = dict(SMALL.get(name, dict(input_size=32)), num_classes=10)
     g = zoo.build(name, **opts).graph
@@ -365,5 +370,43 @@ def test_cli_refuses_without_partial_output(tmp_path, capsys, monkeypatch):
 def test_identifiers():
     assert identifier("inception_3a/1x1") == "inception_3a_1x1"
     assert identifier("conv4-2") == "conv4_2"
-    assert identifier("1x1") == "_1x1"
+    assert identifier("1x1") == "v_1x1"
     assert identifier("class") == "class_" and identifier("F") == "F_" and identifier("self") == "self_"
+
+
+HOSTILE = ["__conv", "свёртка/1", "свёртка/2", "conv-1", "conv_1", "class", "self", "forward",
+           "1x1", "__init__", "torch", "a\nb", 'q"""q', "_", "\u2028"]
+
+
+def test_hostile_names_load_and_run(tmp_path):
+    """Layer and blob names that are Python keywords, dunder names (mangled inside a class),
+    non-ASCII names that collide after sanitising, names with line breaks and quotes: the
+    generated module compiles, loads its state_dict strictly, runs, and equals TorchNet;
+    every Caffe name is kept (escaped) in a comment."""
+    layers = [L("input", "Input", [], ["data"], InputParams(shape=((2, 3, 6, 6),)))]
+    x = "data"
+    for i, name in enumerate(HOSTILE):
+        conv = ConvParams(3, 3, 3, pad_h=1, pad_w=1) if i == 0 else ConvParams(3, 1, 1)
+        layers.append(L(name, "Convolution", [x], [name], conv))
+        layers.append(L(name + "/bn", "BatchNorm", [name], [name], BatchNormParams()))
+        x = name
+    g = Graph("hostile net \"\"\" x", layers)
+    init_weights(g, 2)
+    calibrate_batchnorm(g, 2)
+    out = tmp_path / "hostile.py"
+    write_torch(g, out)
+    src = out.read_text()
+    check_source(src)
+    model = load_generated(out)               # strict load_state_dict inside
+    attrs = [n for n, _ in model.named_children()]
+    assert len(attrs) == len(set(attrs)) == 2 * len(HOSTILE)
+    assert all(a.isidentifier() and a.isascii() and not a.startswith("_") for a in attrs), attrs
+    assert "# \\u2028 (Convolution)" in src and '# q\\"\\"\\"q (Convolution)' in src
+    for name in ("свёртка/1", "свёртка/2", "__conv", "a\\nb"):
+        assert f"# {name} (" in src, name
+    inp = seeded_input((2, 3, 6, 6), 4)
+    with torch.no_grad():
+        got = model(torch.from_numpy(inp)).numpy()
+        want = TorchNet.from_graph(g)({"data": torch.from_numpy(inp)})[x].numpy()
+    assert_spread("out", want)
+    assert rel_err(got, want) < 1e-6

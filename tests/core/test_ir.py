@@ -72,8 +72,7 @@ def test_wrong_number_of_bottoms_and_tops():
     with pytest.raises(ProtogenError, match="takes 2..n bottom") as e:
         g.check()
     assert e.value.layer == "e"
-    g = Graph("t", [inp(), Layer("c", "Convolution", ["data", "data"], ["c"],
-                                 ConvParams(num_output=2, kernel_h=1, kernel_w=1))])
+    g = Graph("t", [inp(), Layer("s", "Sigmoid", ["data", "data"], ["s"])])
     with pytest.raises(ProtogenError, match="takes 1 bottom"):
         g.check()
     g = Graph("t", [inp(), Layer("r", "ReLU", ["data"], ["a", "b"])])
