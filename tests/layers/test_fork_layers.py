@@ -552,3 +552,20 @@ def test_segnet_pool_then_unpool_roundtrip():
             'layer { name: "u" type: "Upsample" bottom: "y" bottom: "m" top: "z" upsample_param '
             '{ upsample_h: 7 upsample_w: 9 } }')
     run(text, {"x": x}, want={"z": unpool_ref(y, m, 7, 9)})
+
+
+def test_loader_notes_batch_statistics_once(tmp_path):
+    """A converted net says, in one line, which layers normalise with batch statistics."""
+    from protogen.caffe.loader import load_model
+    x = rand((1, 3, 4, 4), 42)
+    layers = "\n".join(f'layer {{ name: "bn{i}" type: "BatchNorm" bottom: "x" top: "x" '
+                       f'batch_norm_param {{ use_global_stats: false }} }}' for i in range(4))
+    layers += '\nlayer { name: "seg" type: "BN" bottom: "x" top: "x" bn_param { bn_mode: LEARN } }'
+    layers += '\nlayer { name: "ok" type: "BatchNorm" bottom: "x" top: "x" }'
+    f = tmp_path / "n.prototxt"
+    f.write_text(net_text(layers, {"x": x}))
+    g = load_model(f)
+    said = [n for n in g.notes if "batch's own mean" in n]
+    assert len(said) == 2, g.notes
+    assert "4 layer(s) ('bn0', 'bn1', 'bn2', ...)" in said[0] and "use_global_stats: false" in said[0]
+    assert "'seg'" in said[1] and "'ok'" not in " ".join(said)
