@@ -34,8 +34,8 @@ def error_plot_uri(report) -> str | None:
             for c in report.comparisons if c.max_rel == c.max_rel]          # drop NaN
     if len({r["blob"] for r in rows}) < 2:
         return None
-    png = blob_error_plot(rows, None, "png", title=f"{report.model}: error through the net "
-                          f"(tolerance {report.tolerance:g})")
+    png = blob_error_plot(rows, None, "png", title=f"{report.model}: error of every blob against "
+                          "the float64 reference", tolerance=report.tolerance)
     return "data:image/png;base64," + base64.b64encode(png).decode()
 
 

@@ -150,7 +150,7 @@ def guideline_plot(table: dict, path: str | None = None, fmt: str = "png") -> by
 
 
 def blob_error_plot(rows: list[dict], path: str | None = None, fmt: str = "png",
-                    title: str = "") -> bytes:
+                    title: str = "", tolerance: float | None = None) -> bytes:
     """Per-blob relative error through the depth of the net, one line per runtime.
     ``rows``: dicts with ``blob``, ``runtime``, ``max_rel`` in net order."""
     Figure = _mpl()
@@ -168,6 +168,8 @@ def blob_error_plot(rows: list[dict], path: str | None = None, fmt: str = "png",
     for rt, pts in by_rt.items():
         pts.sort()
         ax.plot([p[0] for p in pts], [p[1] for p in pts], marker=".", ms=3, lw=0.8, label=rt)
+    if tolerance:
+        ax.axhline(tolerance, color="#b00", lw=0.8, ls="--", label=f"tolerance {tolerance:g}")
     ax.set_yscale("log")
     ax.set_xlabel("blob (in net order)")
     ax.set_ylabel("max error / max |reference|")

@@ -138,3 +138,21 @@ def test_svg_and_dot_need_no_plotting_or_runtime_library(tmp_path):
                            timeout=300)
         assert r.returncode == 0, r.stderr
         assert r.stderr.strip().splitlines()[-1] == "HEAVY=", r.stderr
+
+
+def test_verify_pictures_drawing_and_error_plot(monkeypatch):
+    import base64
+
+    from protogen.pictures import verify_pictures
+    from protogen.verify import verify
+    g = scoped_net().graph
+    rep = verify(g, blobs="all", opencv=False)
+    pics = verify_pictures(rep, g)
+    nodes, _ = svg_nodes(pics["drawing"].encode())
+    assert len(nodes) == 8          # data, a/conv (+ bn, scale, relu), a/pool, b/conv1, b/conv2, b/concat, fc, prob
+    assert pics["errors"].startswith("data:image/png;base64,")
+    assert base64.b64decode(pics["errors"].split(",", 1)[1])[:8] == b"\x89PNG\r\n\x1a\n"
+    monkeypatch.setitem(sys.modules, "matplotlib", None)        # as if not installed
+    pics = verify_pictures(rep, g)
+    assert pics["drawing"] and pics["errors"] is None
+    assert any("matplotlib" in n for n in pics["notes"])
