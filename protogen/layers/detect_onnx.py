@@ -23,6 +23,13 @@ def below(thr: float) -> float:
     return float(np.nextafter(t, np.float32(-np.inf), dtype=np.float32))
 
 
+def scalar(ctx, hint: str, value, dtype=np.int64) -> str:
+    """A 0-d value (Range's bounds, a Gather index): a 1-element constant squeezed in the
+    graph (the in-memory exporter stores 0-d initializers as shape [1])."""
+    c = ctx.const(hint, np.asarray([value], dtype), dtype)
+    return ctx.op("Squeeze", [c, ctx.ints("axis0", [0])])
+
+
 def column(ctx, m: str, j: int, hint: str) -> str:
     """Column ``j`` of a [K, C] value as [K, 1]."""
     return ctx.op("Slice", [m, ctx.ints(f"{hint}_s", [j]), ctx.ints(f"{hint}_e", [j + 1]),
@@ -49,8 +56,7 @@ def greedy_nms(ctx, boxes: str, thr: float, max_out: int | None = None) -> str:
     plain areas) with a kept box is > ``thr``; at most ``max_out`` kept."""
     k = ctx.op("Shape", [boxes], start=0, end=1)
     k0 = ctx.op("Squeeze", [k, ctx.ints("axis0", [0])])
-    stand_in = ctx.op("Range", [k0, ctx.const("zero", np.int64(0), np.int64),
-                                ctx.const("minus_one", np.int64(-1), np.int64)])
+    stand_in = ctx.op("Range", [k0, scalar(ctx, "zero", 0), scalar(ctx, "minus_one", -1)])
     stand_in = ctx.op("Cast", [stand_in], to=1)
     stand_in = ctx.op("Reshape", [stand_in, ctx.ints("s113", [1, 1, -1])])
     b3 = ctx.op("Unsqueeze", [boxes, ctx.ints("axis0", [0])])
@@ -84,8 +90,7 @@ def yolo_rows(ctx, cands: str, first_input: str, nms_thr: float, out: str) -> No
     # no detection: one row [i, -1, ..., -1] per image
     n = ctx.op("Shape", [first_input], start=0, end=1)
     n0 = ctx.op("Squeeze", [n, ctx.ints("axis0", [0])])
-    ids = ctx.op("Range", [ctx.const("zero_i", np.int64(0), np.int64), n0,
-                           ctx.const("one_i", np.int64(1), np.int64)])
+    ids = ctx.op("Range", [scalar(ctx, "zero_i", 0), n0, scalar(ctx, "one_i", 1)])
     ids = ctx.op("Unsqueeze", [ctx.op("Cast", [ids], to=1), ctx.ints("axis1", [1])])
     neg = ctx.op("Expand", [ctx.const("minus_ones", np.full((1, 6), -1, np.float32)),
                             ctx.op("Concat", [n, ctx.ints("six", [6])], axis=0)])

@@ -268,7 +268,7 @@ def anchors_py(base_size: int, ratios, scales):
 def _proposal_onnx(ctx, step, anchors, feat_stride, pre, post, thr, min_size, cpp: bool):
     """Shared ONNX lowering of the two proposal layers (see detect_torch.proposal_cpp/_py)."""
     import numpy as np
-    from .detect_onnx import column, flat, greedy_nms, sort_desc
+    from .detect_onnx import column, flat, greedy_nms, scalar, sort_desc
     s_in, d_in, i_in = (ctx.name(v) for v in step.inputs)
     a = anchors.shape[0]
     fg = ctx.op("Slice", [s_in, ctx.ints("s", [0, a]), ctx.ints("e", [1, 2 * a]), ctx.ints("a", [0, 1])])
@@ -282,7 +282,7 @@ def _proposal_onnx(ctx, step, anchors, feat_stride, pre, post, thr, min_size, cp
     def grid(axis, shape):
         n = ctx.op("Squeeze", [ctx.op("Slice", [hw, ctx.ints("s", [axis]), ctx.ints("e", [axis + 1])]),
                                ctx.ints("ax", [0])])
-        r = ctx.op("Range", [ctx.const("zero", np.int64(0), np.int64), n, ctx.const("one", np.int64(1), np.int64)])
+        r = ctx.op("Range", [scalar(ctx, "zero", 0), n, scalar(ctx, "one", 1)])
         r = ctx.op("Mul", [ctx.op("Cast", [r], to=1), fs])
         return ctx.op("Expand", [ctx.op("Reshape", [r, ctx.ints("shape", shape)]), hw])
     sx, sy = grid(1, [1, -1]), grid(0, [-1, 1])
@@ -303,7 +303,7 @@ def _proposal_onnx(ctx, step, anchors, feat_stride, pre, post, thr, min_size, cp
     info = flat(ctx, i_in)
 
     def info_at(j):
-        return ctx.op("Gather", [info, ctx.const(f"i{j}", np.int64(j), np.int64)], axis=0)
+        return ctx.op("Gather", [info, scalar(ctx, f"i{j}", j)], axis=0)
     zero = ctx.const("zero_f", np.float32(0.0))
     xmax = ctx.op("Sub", [info_at(1), one])
     ymax = ctx.op("Sub", [info_at(0), one])
