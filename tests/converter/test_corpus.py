@@ -349,10 +349,19 @@ KNOWN_NUMERIC_FAILURES_OPENCV5 = {
     "deepscale_squeezenet/SqueezeNet_v1.0/train_val.prototxt": "opencv-onnx (OpenCV 5) differs at pool10 (rel 0.4)",
 }
 
-SMALL_NUMERIC = [pytest.param(r, marks=pytest.mark.xfail((_opencv_major() or 0) >= 5,
-                                                         reason=KNOWN_NUMERIC_FAILURES_OPENCV5[r], strict=True))
-                 if r in KNOWN_NUMERIC_FAILURES_OPENCV5 else r
-                 for r in sorted(r for r, w in EXPECTED.items() if not _refused(w))]
+#: numerics rows measured over ~10 s on the 2-core machine (marked slow)
+SLOW_NUMERIC = {"timosaemann_enet/enet_deploy_final.prototxt"}   # 73 s (Upsample, 512x512)
+
+
+def _numeric_param(r):
+    marks = [pytest.mark.slow] if r in SLOW_NUMERIC else []
+    if r in KNOWN_NUMERIC_FAILURES_OPENCV5:
+        marks.append(pytest.mark.xfail((_opencv_major() or 0) >= 5,
+                                       reason=KNOWN_NUMERIC_FAILURES_OPENCV5[r], strict=True))
+    return pytest.param(r, marks=marks)
+
+
+SMALL_NUMERIC = [_numeric_param(r) for r in sorted(r for r, w in EXPECTED.items() if not _refused(w))]
 
 #: why OpenCV's Caffe importer cannot run a net whose deploy view has an input that no layer
 #: reads (a ``label`` input left over when the loss layer is dropped): OpenCV 4's input layer
@@ -415,14 +424,27 @@ def test_corpus_numerics_seeded(rel):
         g = _without_inputs(g, unread)
         assert not _unread_inputs(g) and g.outputs()
     rep = _verify(g, seed=0, batch=1, model_name=rel)
-    _assert_opencv_caffe_ran(rep)
+    _assert_opencv_caffe_ran(rep, rel)
 
 
-def _assert_opencv_caffe_ran(rep):
-    """Where OpenCV has its Caffe importer, the OpenCV check really ran and compared outputs."""
+#: nets OpenCV's Caffe importer cannot run because it lacks a fork's layer type (OpenCV 4.x
+#: dnn/src/caffe: no SegNet "BN", no waifu2x "CropCenter"); ORT and the PyTorch reference are
+#: still compared. strict: should OpenCV run one, the test fails until the entry goes.
+OPENCV_LACKS = {
+    "timosaemann_enet/enet_deploy_final.prototxt": "BN",
+    "lltcggie_waifu2x-caffe/bin/models/upresnet10/noise0_scale2.0x_model.prototxt": "CropCenter",
+}
+
+
+def _assert_opencv_caffe_ran(rep, rel=None):
+    """Where OpenCV has its Caffe importer, the OpenCV check really ran and compared outputs
+    (or the net uses a fork layer type OpenCV lacks, as OPENCV_LACKS says)."""
     if not _opencv_has_caffe():
         return
     r = next(r for r in rep.runtimes if r.name == "opencv-caffe")
+    if rel in OPENCV_LACKS:
+        assert r.status != "ran" and f"no Caffe layer type '{OPENCV_LACKS[rel]}'" in r.note, r.note
+        return
     assert r.status == "ran", r.note
     assert any(c.runtime == "opencv-caffe" for c in rep.comparisons)
 
