@@ -295,6 +295,13 @@ class Bias(LayerType):
     n_bottoms = (1, 2)
     inplace = True
 
+    def shapes(self, p, ins):
+        if len(ins) == 2:   # bias_layer.cpp: bottom 1's axes match bottom 0's from axis on
+            a = p.axis if p.axis >= 0 else p.axis + len(ins[0])
+            if len(ins[1]) and tuple(ins[0][a:a + len(ins[1])]) != tuple(ins[1]):
+                raise ShapeError(f"bias shape {ins[1]} does not match input {ins[0]} at axis {p.axis}")
+        return [ins[0]]
+
     def to_onnx(self, ctx, step):
         _affine_onnx(ctx, step, False)
 

@@ -569,3 +569,48 @@ def test_loader_notes_batch_statistics_once(tmp_path):
     assert len(said) == 2, g.notes
     assert "4 layer(s) ('bn0', 'bn1', 'bn2', ...)" in said[0] and "use_global_stats: false" in said[0]
     assert "'seg'" in said[1] and "'ok'" not in " ".join(said)
+
+
+# ----------------------------------------------------------------------------- Scale / Bias, two bottoms
+def affine_ref(x, factor, axis, bias=None, add=False):
+    """scale_layer.cpp / bias_layer.cpp with the factor as bottom 1: outer = count(0, axis),
+    dim = bottom 1's count, inner = count(axis + bottom 1's axes);
+    top[(n * dim + d) * inner + k] = x * factor[d] (+ bias[d]), or x + factor[d] for Bias."""
+    x = x.astype(np.float64)
+    outer = int(np.prod(x.shape[:axis]))
+    dim = factor.size
+    y = x.reshape(outer, dim, -1).copy()
+    f = factor.reshape(-1).astype(np.float64)
+    for n in range(outer):
+        for d in range(dim):
+            y[n, d] = y[n, d] + f[d] if add else y[n, d] * f[d] + (0 if bias is None else bias.reshape(-1)[d])
+    return y.reshape(x.shape)
+
+
+@pytest.mark.parametrize("axis,fshape", [(0, (2, 4)), (1, (4,)), (1, (4, 5)), (0, (2, 4, 5, 1))])
+def test_scale_with_second_bottom(axis, fshape):
+    """SE blocks (SENet-Caffe: scale_param { axis: 0 } with an (N, C) second bottom)."""
+    x, f = rand((2, 4, 5, 1), 43), rand(fshape, 44)
+    run(f'layer {{ name: "l" type: "Scale" bottom: "x" bottom: "f" top: "y" scale_param {{ axis: {axis} }} }}',
+        {"x": x, "f": f}, opencv=True, want={"y": affine_ref(x, f, axis)})
+
+
+def test_scale_with_second_bottom_and_bias_blob():
+    x, f, b = rand((2, 4, 3, 3), 45), rand((2, 4), 46), rand((2, 4), 47)
+    run('layer { name: "l" type: "Scale" bottom: "x" bottom: "f" top: "y" scale_param { axis: 0 bias_term: true } }',
+        {"x": x, "f": f}, blobs=[b], want={"y": affine_ref(x, f, 0, bias=b)})
+
+
+@pytest.mark.parametrize("axis,fshape", [(0, (2, 4)), (1, (4, 3))])
+def test_bias_with_second_bottom(axis, fshape):
+    x, f = rand((2, 4, 3, 2), 48), rand(fshape, 49)
+    run(f'layer {{ name: "l" type: "Bias" bottom: "x" bottom: "f" top: "y" bias_param {{ axis: {axis} }} }}',
+        {"x": x, "f": f}, want={"y": affine_ref(x, f, axis, add=True)})
+
+
+def test_bias_second_bottom_shape_mismatch_is_refused():
+    from protogen.errors import ProtogenError
+    x, f = rand((2, 4, 3, 2), 50), rand((4, 2), 51)
+    with pytest.raises(ProtogenError, match="does not match"):
+        graph_from_net_param(parse_prototxt(net_text(
+            'layer { name: "l" type: "Bias" bottom: "x" bottom: "f" top: "y" }', {"x": x, "f": f}))).steps()
