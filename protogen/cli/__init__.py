@@ -35,10 +35,10 @@ from __future__ import annotations
 import sys
 
 from ..errors import ProtogenError
-from . import bench, convert, diff, draw, emit, listing, options, profile, stats, verify
+from . import bench, convert, diff, draw, emit, layers, listing, options, profile, stats, verify
 
 #: every subcommand, in the order of 'protogen --help'
-COMMANDS = (listing, emit, stats, verify, convert, diff, profile, bench, draw)
+COMMANDS = (listing, emit, stats, verify, convert, diff, profile, bench, draw, layers)
 
 
 def build_parser() -> options.Parser:
