@@ -19,6 +19,7 @@ needed.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -97,3 +98,21 @@ def count_detections(rows) -> int:
     """Rows that are detections (Caffe's empty marker rows have label -1)."""
     r = as_rows(rows)
     return int(np.sum(r[:, 1] >= 0))
+
+
+def compare_for_verify(ref, got, tolerance: float, zero_padded: bool = False):
+    """``protogen verify``'s comparison of a detection output (a layer type with
+    ``is_detection_output``): ``(max abs err, max rel err, ok, note)`` where the errors are the
+    largest score/box difference of paired rows (relative to the coordinates' scale, at least
+    1) and NaN when the rows cannot be paired. ``zero_padded`` for OpenCV's pre-sized output."""
+    d = compare_detections(got, ref, tol=tolerance, zero_padded=zero_padded)
+    r = as_rows(ref)
+    scale = max(1.0, float(np.abs(r[:, 3:]).max()) if len(r) else 1.0)
+    err = max(d.max_score_err, d.max_box_err)
+    n = count_detections(ref)
+    if d.ok:
+        note = f"{n} detections match" + ("" if n else " (none in the reference: a weak check)")
+        return err, err / scale, True, note
+    if d.count_got != d.count_want:
+        return math.nan, math.nan, False, f"detections differ: {d.summary()}"
+    return err, err / scale, False, f"detections differ: {d.summary()}"

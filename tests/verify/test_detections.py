@@ -63,3 +63,18 @@ def test_opencv_zero_padding():
     empty = np.array([[0, -1, -1, -1, -1, -1, -1], [1, -1, -1, -1, -1, -1, -1]])
     assert compare_detections(np.zeros((200, 7)), empty, zero_padded=True).ok
     assert not compare_detections(np.zeros((2, 7)), ROWS, zero_padded=True).ok
+
+
+def test_compare_for_verify():
+    from protogen.detections import compare_for_verify
+    mabs, mrel, ok, note = compare_for_verify(ROWS, ROWS[::-1] + 0, 1e-4)
+    assert ok and mabs == 0 and "4 detections match" in note
+    bad = ROWS.copy()
+    bad[0, 4] += 0.01
+    mabs, mrel, ok, note = compare_for_verify(ROWS, bad, 1e-4)
+    assert not ok and abs(mabs - 0.01) < 1e-9 and "box differs" in note
+    mabs, mrel, ok, note = compare_for_verify(ROWS, ROWS[:2], 1e-4)
+    assert not ok and mabs != mabs and "2 vs 4" in note
+    empty = np.array([[0, -1, -1, -1, -1, -1, -1]])
+    assert "weak" in compare_for_verify(empty, empty, 1e-4)[3]
+    assert compare_for_verify(ROWS, np.vstack([ROWS, np.zeros((5, 7))]), 1e-4, zero_padded=True)[2]
