@@ -156,6 +156,8 @@ def roi_pool(x, rois, pooled_h: int, pooled_w: int, spatial_scale: float):
     out = x.new_zeros((r.shape[0], c, pooled_h, pooled_w))
     for k in range(r.shape[0]):
         b = int(r[k, 0])
+        if not 0 <= b < n:
+            raise ValueError(f"ROI {k}: batch index {b} is outside the batch of {n}")
         x1, y1, x2, y2 = [int(_round_half_away(r[k, i] * scale)) for i in (1, 2, 3, 4)]
         rh = torch.tensor(float(max(y2 - y1 + 1, 1)), dtype=torch.float32)
         rw = torch.tensor(float(max(x2 - x1 + 1, 1)), dtype=torch.float32)
@@ -184,6 +186,8 @@ def psroi_pool(x, rois, output_dim: int, group_size: int, spatial_scale: float):
     chans = torch.arange(output_dim) * g * g
     for k in range(r.shape[0]):
         b = int(r[k, 0])
+        if not 0 <= b < n:
+            raise ValueError(f"ROI {k}: batch index {b} is outside the batch of {n}")
         x1 = _round_half_away(r[k, 1]) * scale
         y1 = _round_half_away(r[k, 2]) * scale
         x2 = (_round_half_away(r[k, 3]) + 1) * scale

@@ -380,3 +380,16 @@ def test_proposal_needs_single_image_and_anchors():
     with pytest.raises(ValueError, match="single item"):
         proposal_py(torch.from_numpy(s2), torch.from_numpy(d2), torch.from_numpy(im),
                     torch.from_numpy(np_generate_anchors().astype(F)), 16, 6000, 300, 0.7, 16.0)
+
+
+@pytest.mark.parametrize("kind", ["ROIPooling", "PSROIPooling"])
+def test_roi_batch_index_out_of_range_is_an_error(kind):
+    """roi_pooling_layer.cpp CHECKs 0 <= batch index < N; the reference refuses too (no
+    silent wrap-around to the last image)."""
+    x = np.zeros((1, 8, 4, 4), F)
+    rois = np.asarray([[1, 0, 0, 8, 8]], F)
+    p = dict(pooled_h=2, pooled_w=2, spatial_scale=0.25) if kind == "ROIPooling" else \
+        dict(spatial_scale=0.25, output_dim=2, group_size=2)
+    out = get_type(kind).torch_forward
+    with pytest.raises(ValueError, match="batch index 1"):
+        out(get_type(kind).Params(**p), [torch.from_numpy(x), torch.from_numpy(rois)], [])
