@@ -44,8 +44,7 @@ def refused(kind: str, why: str, **options) -> tuple:
 # fails test_corpus_prototxt until its row says how it converts):
 # * no inference meaning protogen can reproduce: Python layers with inputs (arbitrary code),
 #   LSTM (recurrent, not supported), 3-D/C3D convolutions, Intel's fused/int8 kernels;
-# * detection layers of the detection issue: cascade-rcnn's BoxGroupOutput/DecodeBBox,
-#   RefineDet's objectness_score in DetectionOutput;
+# * detection layers of the detection issue: cascade-rcnn's BoxGroupOutput/DecodeBBox;
 # * training-only nets whose data top feeds the computation (Fast R-CNN rois, NYUD's second
 #   image): the inference view would cut them;
 # * files Caffe itself rejects (a V1 block with a string type, a net name given twice,
@@ -205,8 +204,8 @@ EXPECTED = {
     "mahyarnajibi_ssh/SSH/models/test_ssh.prototxt": (REFUSE, "runs arbitrary Python code"),
     "sfzhang15_sfd/models/VGGNet/WIDER_FACE/SFD/deploy.prototxt": CONVERT,
     "xzgz_caffe-ssd/models/VGGNet/VOC0712/SSD_300x300/deploy.prototxt": CONVERT,
-    "mkchoi-0323_modified_refinedet/deploys/vgg16_320x320/deploy_1000.prototxt": (REFUSE, "objectness_score"),
-    "mkchoi-0323_modified_refinedet/deploys/seresnext50_320x320/deploy_1000.prototxt": (REFUSE, "objectness_score"),
+    "mkchoi-0323_modified_refinedet/deploys/vgg16_320x320/deploy_1000.prototxt": CONVERT,
+    "mkchoi-0323_modified_refinedet/deploys/seresnext50_320x320/deploy_1000.prototxt": CONVERT,
     "alexgkendall_caffe-segnet/examples/segnet/deploy.prototxt": (REFUSE_PARSE, 'multiple "name" fields'),
     "isht7_pytorch-deeplab-resnet/data/test_513.prototxt": CONVERT,
     "hszhao_icnet/icnet_cityscapes.prototxt": CONVERT,
