@@ -217,9 +217,13 @@ def read_net_text(text: str, file: str | None = None) -> tuple[object, list[str]
     note per field name), any other one refuses the net with the full list
     (:class:`UnsupportedError`, one item per field with file:line:col)."""
     from .prototxt import parse_prototxt
+    try:                      # the common case: every field known (protobuf's fast parser)
+        return parse_prototxt(text, file), []
+    except ProtogenError as e:
+        first_error = e
     unknown = scan_unknown_fields(text)
     if not unknown:
-        return parse_prototxt(text, file), []
+        raise first_error     # malformed for another reason: protobuf's message says where
     bad = [u for u in unknown if not u.training_only]
     if bad:
         items = [(u.layer or "(net)", u.layer_type or "-", u.describe(file)) for u in bad]

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 from ..errors import ProtogenError, ShapeError
 from .base import LayerType, register
-from .io import Data, DataParams
+from .io import DataParams, ImageData
 
 _NO_SIZE = ("the data blob's size is unknown: the layer does not state it "
             "(give the input shape, e.g. --input-shape N,C,H,W)")
@@ -105,7 +105,7 @@ class MemoryData(_Source):
 
 # ----------------------------------------------------------------------------- DenseImageData
 @register
-class DenseImageData(Data):
+class DenseImageData(ImageData):
     """SegNet's image + label-image list: like ImageData, with an N x 1 x H x W label."""
     type = "DenseImageData"
     param_field = "dense_image_data_param"
