@@ -21,7 +21,7 @@ OUT_KINDS = (".onnx", ".py", ".prototxt")
 _CAFFE_SUFFIXES = (".prototxt", ".pt", ".txt")
 
 
-def load_source(src, weights=None, phase=None, input_shape=None, seed: int = 0):
+def load_source(src, weights=None, phase=None, input_shape=None, seed: int = 0, dialect=None):
     """(graph with weights, whether they are real) for a Caffe prototxt or an ONNX file."""
     src = str(src)
     if src.lower().endswith(".onnx"):
@@ -31,7 +31,9 @@ def load_source(src, weights=None, phase=None, input_shape=None, seed: int = 0):
         from .caffe.loader import parse_input_shape
         from .onnx_import import load_onnx
         # an ONNX graph with dynamic height/width needs the concrete input shape here
-        graph = load_onnx(src, input_shapes=parse_input_shape(input_shape) if input_shape else None)
+        from .dialect import PORTABLE
+        graph = load_onnx(src, dialect=dialect or PORTABLE,
+                          input_shapes=parse_input_shape(input_shape) if input_shape else None)
         return graph, True
     from .caffe.loader import load_model
     if not src.endswith(_CAFFE_SUFFIXES) and "/" not in src and not Path(src).exists():
@@ -86,15 +88,22 @@ def check_output(output) -> Path:
 
 
 def convert(src, output, *, weights=None, phase=None, input_shape=None, seed: int = 0,
-            dialect=None, verify: bool = False) -> dict:
+            dialect=None, verify: bool = False, progress=None) -> dict:
     """Convert ``src`` to ``output`` (kind from its suffix). Returns a summary dict; with
-    ``verify``, ``summary["verify"]`` is the :class:`protogen.verify.Report`."""
+    ``verify``, ``summary["verify"]`` is the :class:`protogen.verify.Report`. ``progress``:
+    a :class:`protogen.progress.Progress` told each stage (read, write, verify)."""
+    from .progress import NoProgress
+    progress = progress or NoProgress()
     from .dialect import DEFAULT
     t0 = time.perf_counter()
     out = check_output(output)
     kind = out.suffix.lower()
-    dialect = dialect or DEFAULT
-    graph, real = load_source(src, weights, phase, input_shape, seed)
+    if dialect is None:      # ONNX -> Caffe is for deployment: every runtime loads the portable form
+        from .dialect import PORTABLE
+        dialect = PORTABLE if str(src).lower().endswith(".onnx") else DEFAULT
+    progress.stage(f"reading {Path(str(src)).name}" + (" + weights" if weights else ""))
+    graph, real = load_source(src, weights, phase, input_shape, seed, dialect=dialect)
+    progress.stage(f"writing {out.name} ({len(graph.layers)} layers)")
     if kind == ".onnx":
         from .onnx_io import export_onnx
         export_onnx(graph, str(out))
@@ -115,5 +124,5 @@ def convert(src, output, *, weights=None, phase=None, input_shape=None, seed: in
     if verify:
         from .verify import verify as run_verify
         summary["verify"] = run_verify(graph, seed=seed, weights_loaded=True, dialect=dialect,
-                                       model_name=Path(str(src)).name)
+                                       model_name=Path(str(src)).name, progress=progress)
     return summary

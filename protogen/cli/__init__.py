@@ -54,7 +54,10 @@ def build_parser() -> options.Parser:
 def main(argv=None) -> int:
     argv = options.normalize_argv(list(sys.argv[1:] if argv is None else argv))
     ap = build_parser()
-    args, extra = ap.parse_known_args(argv)
+    try:
+        args, extra = ap.parse_known_args(argv)
+    except SystemExit as e:          # --help (0) or a usage error, already printed (2)
+        return int(e.code or 0)
     args.model_options = extra
     try:
         if extra and not getattr(args, "takes_model_options", False):

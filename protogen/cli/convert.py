@@ -35,10 +35,13 @@ def add_parser(sub):
 
 def run(args) -> int:
     from ..convert import OUT_KINDS, convert
+    from ..progress import Progress
     options.check_output(args.output, OUT_KINDS)
-    res = convert(args.input, args.output, weights=args.weights, phase=args.phase,
-                  input_shape=options.input_shape(args), seed=args.seed,
-                  dialect=options.dialect(args), verify=args.verify)
+    with Progress(title="convert") as bar:
+        res = convert(args.input, args.output, weights=args.weights, phase=args.phase,
+                      input_shape=options.input_shape(args), seed=args.seed,
+                      dialect=options.dialect(args, "portable" if str(args.input).lower().endswith(".onnx")
+                                              else "default"), verify=args.verify, progress=bar)
     for path in res["outputs"]:
         print(f"wrote {path}")
     print(f"{res['layers']} layers, weights: {res['weights']}, {res['seconds']:.2f}s")

@@ -5,7 +5,7 @@
   phase (a zoo model's train_val net for ``emit``/``diff``). Default: test.
 * ``--input-shape N,C,H,W`` (also ``--input-shape -1,3,48,48``: N = -1 means any batch,
   taken as 1; verify uses ``--batch``).
-* ``--weights FILE.caffemodel``, ``--seed N``, ``--dialect default|bvlc``.
+* ``--weights FILE.caffemodel``, ``--seed N``, ``--dialect default|bvlc|portable``.
 * the model: a zoo name, a ``.prototxt`` (any Caffe format version) or an ``.onnx`` file.
 
 Nothing here imports numpy, torch or onnx at module level: ``emit``/``stats``/``list``
@@ -70,8 +70,11 @@ def add_seed(p, what: str = "seed of the generated weights") -> None:
 def add_dialect(p, hidden: bool = False) -> None:
     """``--dialect`` (+ ``--shuffle``/``--depthwise``, the dialect's variants)."""
     sup = argparse.SUPPRESS
-    p.add_argument("--dialect", default="default",
-                   help="Caffe dialect written: default | bvlc (upstream Caffe layers only)")
+    p.add_argument("--dialect", default=None,
+                   help="Caffe dialect written, by the runtime it targets: default (upstream Caffe "
+                        ">= 2018 + Permute/ReLU6); bvlc (upstream BVLC layer types only); portable "
+                        "(upstream Caffe, OpenCV's Caffe importer and pre-2018 forks alike; the "
+                        "default of convert from ONNX)")
     p.add_argument("--shuffle", default=None,
                    help=sup if hidden else "channel shuffle form: permute | shufflechannel | slice")
     p.add_argument("--depthwise", default=None,
@@ -147,11 +150,11 @@ def model_options(extra: list[str]) -> dict:
     return opts
 
 
-def dialect(args):
+def dialect(args, default: str = "default"):
     from ..dialect import DEFAULT, Dialect
     if args is None or not hasattr(args, "dialect"):
         return DEFAULT
-    return Dialect.make(args.dialect, getattr(args, "shuffle", None), getattr(args, "depthwise", None))
+    return Dialect.make(args.dialect or default, getattr(args, "shuffle", None), getattr(args, "depthwise", None))
 
 
 # ----------------------------------------------------------------------------- outputs

@@ -1,0 +1,94 @@
+"""Documented defects of OpenCV's ``dnn`` Caffe importer that :mod:`protogen.verify` recognises.
+
+OpenCV is an independent witness, not the reference: where it is known to compute something
+other than Caffe, and the first blob where it leaves the float64 reference is made by a layer
+that hits one of these defects, while every other runtime agrees with the reference, verify
+reports the difference as that defect (with its hint) instead of failing. Each defect has a
+minimal reproduction in tests/verify/test_opencv_defects.py that shows OpenCV alone is off
+against a numpy float64 transcription of Caffe's forward.
+
+A defect is keyed by the Caffe layer type it concerns (OpenCV implements per Caffe type).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+from .errors import ProtogenError
+
+#: the runtime these defects belong to
+RUNTIME = "opencv-caffe"
+
+
+@dataclass(frozen=True)
+class KnownDefect:
+    name: str
+    layer_type: str
+    summary: str
+    hint: str
+    #: applies(params, in_shapes) -> True when a layer with these params and input shapes
+    #: hits the defect
+    applies: Callable
+
+    def message(self, layer: str) -> str:
+        return f"known OpenCV defect at layer '{layer}': {self.summary}. Hint: {self.hint}"
+
+
+def _lrn_k(p, ins) -> bool:
+    # Caffe (BVLC/caffe src/caffe/layers/lrn_layer.cpp) computes scale = k + alpha/n * sum x^2
+    # across channels; OpenCV (opencv/opencv modules/dnn/src/layers/lrn_layer.cpp) reads a
+    # parameter named "bias" (default 1), never Caffe's "k". WITHIN_CHANNEL ignores k in Caffe.
+    return getattr(p, "norm_region", "") == "ACROSS_CHANNELS" and float(p.k) != 1.0
+
+
+def _lrn_default_alpha(p, ins) -> bool:
+    # Caffe's LRNParameter has alpha [default = 1]; protogen writes a field only where it
+    # differs from Caffe's default, and OpenCV (4.14, measured: tests/verify/
+    # test_opencv_defects.py) computes an LRN whose prototxt omits alpha with alpha = 1e-4
+    return getattr(p, "norm_region", "") == "ACROSS_CHANNELS" and float(p.alpha) == 1.0
+
+
+def _depthwise_3x3_on_1x1(p, ins) -> bool:
+    # measured with OpenCV 4.14 (tests/verify/test_opencv_defects.py): a depthwise (group =
+    # channels > 1) 3x3 convolution with pad 1 on a 1x1 feature map returns values of the
+    # order 1e+30 (stride 1 or 2); 2x2 and larger maps, and group 1, are exact
+    if not ins or len(ins[0]) != 4:
+        return False
+    _, c, h, w = ins[0]
+    return (h, w) == (1, 1) and c > 1 and p.group == c and (p.kernel_h, p.kernel_w) == (3, 3) \
+        and (p.pad_h, p.pad_w) == (1, 1)
+
+
+KNOWN_DEFECTS = (
+    KnownDefect("lrn-ignores-k", "LRN",
+                "OpenCV's LRN ignores Caffe's 'k' (it always uses k = 1)",
+                "torch and ONNX Runtime follow Caffe's lrn_layer.cpp, which uses k; "
+                "OpenCV agrees only for k: 1", _lrn_k),
+    KnownDefect("lrn-default-alpha", "LRN",
+                "OpenCV takes an LRN without 'alpha' (Caffe's default 1, not written) as "
+                "alpha = 0.0001",
+                "torch and ONNX Runtime follow Caffe's default; OpenCV agrees when the "
+                "prototxt states alpha (any value other than 1 is written)", _lrn_default_alpha),
+    KnownDefect("depthwise-3x3-on-1x1", "Convolution",
+                "OpenCV 4.x returns garbage for a 3x3 pad-1 depthwise convolution on a 1x1 "
+                "feature map",
+                "the other runtimes are right; to check with OpenCV as well, use a larger "
+                "input (e.g. --input-size 64)", _depthwise_3x3_on_1x1),
+)
+
+
+def find(layer, in_shapes) -> KnownDefect | None:
+    """The known OpenCV defect that ``layer`` (with these input shapes) hits, if any. A fork
+    spelling of a type (e.g. ConvolutionDepthwise) counts as the type it subclasses."""
+    for d in KNOWN_DEFECTS:
+        if _is_type(layer, d.layer_type) and d.applies(layer.params, in_shapes):
+            return d
+    return None
+
+
+def _is_type(layer, type_name: str) -> bool:
+    from .layers import get_type
+    try:
+        return layer.type == type_name or isinstance(layer.kind, type(get_type(type_name)))
+    except Exception:   # noqa: BLE001 - an unknown type name is simply not this type
+        return False
