@@ -206,6 +206,48 @@ def psroi_pool(x, rois, output_dim: int, group_size: int, spatial_scale: float):
     return out
 
 
+def roi_align_grid(x, rois, pooled_h: int, pooled_w: int, spatial_scale: float, pad_ratio: float):
+    """zhaoweicai/cascade-rcnn src/caffe/layers/roi_align_layer.cpp (Forward_cpu): bilinear
+    samples at the (pooled_h + 1) x (pooled_w + 1) grid points of each ROI (not bin averages):
+    corners (x1 - pad) * scale - 0.5 .. (x2 + pad) * scale - 0.5 with pad = (x2 - x1 + 1) *
+    pad_ratio, float32; a malformed ROI (size <= 0) or a point outside [-0.5, size - 0.5]
+    gives 0; floor/ceil neighbours and the point clipped to the map."""
+    n, c, h, w = x.shape
+    r = rois.float().reshape(-1, 5)
+    scale = torch.tensor(spatial_scale, dtype=torch.float32)
+    ratio = torch.tensor(pad_ratio, dtype=torch.float32)
+    out = x.new_zeros((r.shape[0], c, pooled_h + 1, pooled_w + 1))
+    for k in range(r.shape[0]):
+        b = int(r[k, 0])
+        if not 0 <= b < n:
+            raise ValueError(f"ROI {k}: batch index {b} is outside the batch of {n}")
+        pw_ = (r[k, 3] - r[k, 1] + 1) * ratio
+        ph_ = (r[k, 4] - r[k, 2] + 1) * ratio
+        x1, y1 = (r[k, 1] - pw_) * scale - 0.5, (r[k, 2] - ph_) * scale - 0.5
+        x2, y2 = (r[k, 3] + pw_) * scale - 0.5, (r[k, 4] + ph_) * scale - 0.5
+        rh, rw = y2 - y1, x2 - x1
+        if rh <= 0 or rw <= 0:
+            continue
+        bh, bw = rh / pooled_h, rw / pooled_w
+        for i in range(pooled_h + 1):
+            hf = y1 + i * bh
+            for j in range(pooled_w + 1):
+                wf = x1 + j * bw
+                if hf < -0.5 or hf > h - 0.5 or wf < -0.5 or wf > w - 0.5:
+                    continue
+                h0, w0 = int(torch.floor(hf)), int(torch.floor(wf))
+                h1, w1 = min(max(h0 + 1, 0), h - 1), min(max(w0 + 1, 0), w - 1)
+                h0, w0 = min(max(h0, 0), h - 1), min(max(w0, 0), w - 1)
+                hc = torch.clamp(hf, 0, h - 1)
+                wc = torch.clamp(wf, 0, w - 1)
+                lh, lw = hc - h0, wc - w0
+                hh, hw = 1 - lh, 1 - lw
+                v = x[b]
+                out[k, :, i, j] = (hw * hh) * v[:, h0, w0] + (lw * hh) * v[:, h0, w1] + \
+                    (hw * lh) * v[:, h1, w0] + (lw * lh) * v[:, h1, w1]
+    return out
+
+
 def rpn_boxes(scores, deltas, anchors, feat_stride: int, im_h, im_w):
     """Shifted anchors (cell (h, w) adds (w, h) * feat_stride), bbox_transform_inv with the +1
     widths (x1 = ctr - 0.5 * w', x2 = ctr + 0.5 * w') and clipping to [0, size - 1], in

@@ -219,6 +219,99 @@ class PSROIPooling(LayerType):
                    comment=True)
 
 
+@register
+class ROIAlign(LayerType):
+    """Cascade R-CNN's ROIAlign (configured through roi_pooling_param):
+    zhaoweicai/cascade-rcnn src/caffe/layers/roi_align_layer.cpp (Forward_cpu; see
+    :func:`protogen.layers.detect_torch.roi_align_grid`). It samples the (pooled_h + 1) x
+    (pooled_w + 1) grid points of each ROI bilinearly — not ONNX RoiAlign's bin averages — so
+    the lowering builds the two bilinear weight matrices (rows, columns) per ROI, zero outside
+    the map or for a malformed ROI, and contracts them with Einsum."""
+    type = "ROIAlign"
+    param_field = "roi_pooling_param"
+    Params = ROIPoolingParams
+    n_bottoms = (2, 2)
+    schemas = ("cascade-rcnn",)
+    examples = (
+        Example(params=dict(pooled_h=3, pooled_w=2, spatial_scale=0.25), ins=[(2, 4, 9, 11), (6, 5)],
+                data=_roi_data(0.25)),
+        Example(params=dict(pooled_h=2, pooled_w=4, spatial_scale=0.0625, pad_ratio=0.1),
+                ins=[(1, 3, 6, 8), (4, 5)], data=_roi_data(0.0625)),
+    )
+
+    def validate(self, p):
+        if p.pooled_h <= 0 or p.pooled_w <= 0:
+            raise ProtogenError("ROIAlign needs pooled_h > 0 and pooled_w > 0")
+
+    def shapes(self, p, ins):
+        require_rank(ins[:1], 4, "ROIAlign")
+        r = _roi_count(ins[1], "ROIAlign")
+        return [(r, ins[0][1], p.pooled_h + 1, p.pooled_w + 1)]
+
+    def to_onnx(self, ctx, step):
+        import numpy as np
+        p = step.layer.params
+        x = step.inputs[0]
+        n, h, w = ctx.static(x, 0), ctx.static(x, 2), ctx.static(x, 3)
+        rois = _rois_2d(ctx, step.inputs[1])
+
+        def col(j):
+            return ctx.op("Slice", [rois, ctx.ints("s", [j]), ctx.ints("e", [j + 1]), ctx.ints("a", [1])])
+
+        def c(hint, v):
+            return ctx.const(hint, np.float32(v))
+        one, half, scale, ratio = c("one", 1), c("half", 0.5), c("scale", p.spatial_scale), c("ratio", p.pad_ratio)
+
+        def axis(lo_i, hi_i, pooled, size):
+            lo, hi = col(lo_i), col(hi_i)                                              # R, 1
+            pad = ctx.op("Mul", [ctx.op("Add", [ctx.op("Sub", [hi, lo]), one]), ratio])
+            start = ctx.op("Sub", [ctx.op("Mul", [ctx.op("Sub", [lo, pad]), scale]), half])
+            end = ctx.op("Sub", [ctx.op("Mul", [ctx.op("Add", [hi, pad]), scale]), half])
+            length = ctx.op("Sub", [end, start])
+            step_ = ctx.op("Div", [length, c("pooled", pooled)])
+            k = ctx.const("points", np.arange(pooled + 1, dtype=np.float32).reshape(1, -1))
+            f = ctx.op("Add", [start, ctx.op("Mul", [k, step_])])                        # R, P
+            ok = ctx.op("And", [ctx.op("GreaterOrEqual", [f, c("lo", -0.5)]),
+                                ctx.op("LessOrEqual", [f, c("hi", size - 0.5)])])
+            f0 = ctx.op("Floor", [f])
+            top = c("top", size - 1)
+            zero = c("zero", 0)
+            lo_n = ctx.op("Min", [ctx.op("Max", [f0, zero]), top])
+            hi_n = ctx.op("Min", [ctx.op("Max", [ctx.op("Add", [f0, one]), zero]), top])
+            fc = ctx.op("Min", [ctx.op("Max", [f, zero]), top])
+            frac = ctx.op("Sub", [fc, lo_n])
+            pos = ctx.const("pos", np.arange(size, dtype=np.float32).reshape(1, 1, size))
+
+            def onehot(v):
+                return ctx.op("Cast", [ctx.op("Equal", [pos, ctx.op("Unsqueeze", [v, ctx.ints("ax", [2])])])], to=1)
+
+            def e(v):
+                return ctx.op("Unsqueeze", [v, ctx.ints("ax", [2])])
+            wts = ctx.op("Add", [ctx.op("Mul", [e(ctx.op("Sub", [one, frac])), onehot(lo_n)]),
+                                 ctx.op("Mul", [e(frac), onehot(hi_n)])])                # R, P, size
+            wts = ctx.op("Mul", [wts, e(ctx.op("Cast", [ok], to=1))])
+            return wts, ctx.op("Greater", [length, zero])
+        wx, okw = axis(1, 3, p.pooled_w, w)
+        wy, okh = axis(2, 4, p.pooled_h, h)
+        good = ctx.op("Cast", [ctx.op("And", [okw, okh])], to=1)                          # R, 1
+        wx = ctx.op("Mul", [wx, ctx.op("Unsqueeze", [good, ctx.ints("ax", [2])])])
+        batch = ctx.op("Cast", [col(0)], to=7)
+        onehot_b = ctx.op("Cast", [ctx.op("Equal", [batch, ctx.ints("images", list(range(n)))])], to=1)
+        t1 = ctx.op("Einsum", [ctx.name(x), wx], equation="nchw,rjw->rnchj")
+        t2 = ctx.op("Einsum", [t1, wy], equation="rnchj,rih->rncij")
+        ctx.op("Einsum", [t2, onehot_b], step.outputs[0], equation="rncij,rn->rcij")
+
+    def torch_forward(self, p, xs, blobs, n_tops=1):
+        from .detect_torch import roi_align_grid
+        return [roi_align_grid(xs[0], xs[1], p.pooled_h, p.pooled_w, p.spatial_scale, p.pad_ratio)]
+
+    def torch_source(self, p, src, step):
+        from .detect_torch import emit
+        fn = emit(src, "roi_align_grid")
+        src.assign(f"{fn}({src.x(0)}, {src.x(1)}, {p.pooled_h}, {p.pooled_w}, {float(p.spatial_scale)!r}, "
+                   f"{float(p.pad_ratio)!r})", comment=True)
+
+
 # ------------------------------------------------------------------------------- proposals
 def anchors_cpp(base_size: int, ratios, scales):
     """pva-faster-rcnn proposal_layer.cpp generate_anchors, in float32: ROUND(x) = (int)(x +

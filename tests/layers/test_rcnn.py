@@ -393,3 +393,48 @@ def test_roi_batch_index_out_of_range_is_an_error(kind):
     out = get_type(kind).torch_forward
     with pytest.raises(ValueError, match="batch index 1"):
         out(get_type(kind).Params(**p), [torch.from_numpy(x), torch.from_numpy(rois)], [])
+
+
+# ----------------------------------------------------------------------------- ROIAlign
+def np_roi_align(x, rois, ph, pw, scale, pad_ratio):
+    """cascade-rcnn roi_align_layer.cpp Forward_cpu: bilinear samples at grid points."""
+    n, c, h, w = x.shape
+    out = np.zeros((len(rois), c, ph + 1, pw + 1), np.float64)
+    for k, r in enumerate(rois.reshape(-1, 5)):
+        b = int(r[0])
+        pad_w, pad_h = F((r[3] - r[1] + F(1)) * F(pad_ratio)), F((r[4] - r[2] + F(1)) * F(pad_ratio))
+        sw, sh = F(F((r[1] - pad_w) * F(scale)) - F(0.5)), F(F((r[2] - pad_h) * F(scale)) - F(0.5))
+        ew, eh = F(F((r[3] + pad_w) * F(scale)) - F(0.5)), F(F((r[4] + pad_h) * F(scale)) - F(0.5))
+        rh, rw = F(eh - sh), F(ew - sw)
+        bh, bw = F(rh / F(ph)), F(rw / F(pw))
+        for i in range(ph + 1):
+            for j in range(pw + 1):
+                if rh <= 0 or rw <= 0:
+                    continue
+                hf, wf = F(sh + F(i) * bh), F(sw + F(j) * bw)
+                if hf < -0.5 or hf > h - 0.5 or wf < -0.5 or wf > w - 0.5:
+                    continue
+                h0, w0 = int(np.floor(hf)), int(np.floor(wf))
+                h1, w1 = h0 + 1, w0 + 1
+                hf, wf = min(max(hf, F(0)), F(h - 1)), min(max(wf, F(0)), F(w - 1))
+                h0, w0 = min(max(h0, 0), h - 1), min(max(w0, 0), w - 1)
+                h1, w1 = min(max(h1, 0), h - 1), min(max(w1, 0), w - 1)
+                lh, lw = F(hf - h0), F(wf - w0)
+                hh, hw = F(1) - lh, F(1) - lw
+                v = x[b].astype(np.float64)
+                out[k, :, i, j] = hw * hh * v[:, h0, w0] + lw * hh * v[:, h0, w1] + \
+                    hw * lh * v[:, h1, w0] + lw * lh * v[:, h1, w1]
+    return out
+
+
+@pytest.mark.parametrize("pad_ratio", [0.0, 0.25])
+def test_roi_align_matches_cascade_rcnn(pad_ratio):
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((2, 3, 7, 9)).astype(F)
+    rois = edge_rois(9 * 16, 7 * 16)
+    want = np_roi_align(x, rois, 3, 2, 1 / 16, pad_ratio)
+    assert (want == 0).any() and (want != 0).any(), "zero (outside / malformed) and sampled points"
+    g, names, tops = net("ROIAlign", dict(pooled_h=3, pooled_w=2, spatial_scale=1 / 16, pad_ratio=pad_ratio),
+                         [x.shape, rois.shape])
+    for rt, (got,) in run_all(g, names, tops, [x, rois]).items():
+        np.testing.assert_allclose(got, want, rtol=0, atol=1e-5, err_msg=rt)
