@@ -43,8 +43,8 @@ def load_source(src, weights=None, phase=None, input_shape=None, seed: int = 0, 
                                 f"'protogen emit {src} --format onnx|prototxt|caffemodel'")
     graph = load_model(src, weights, phase=phase, input_shape=input_shape)
     if weights is None:
-        from .weights import init_weights
-        init_weights(graph, seed)
+        from .weights import seeded_weights     # the one way (calibrated BatchNorm too)
+        seeded_weights(graph, seed)
     return graph, weights is not None
 
 
@@ -120,7 +120,10 @@ def convert(src, output, *, weights=None, phase=None, input_shape=None, seed: in
     onnx_in = str(src).lower().endswith(".onnx")
     summary = {"input": str(src), "outputs": written, "layers": len(graph.layers),
                "weights": "caffemodel" if weights else ("onnx" if onnx_in else f"seeded ({seed})"),
-               "seconds": round(time.perf_counter() - t0, 3)}
+               "seconds": round(time.perf_counter() - t0, 3),
+               # what the loader ignored or assumed (training-only fields, initial values of
+               # layers the caffemodel lacks, repeated names, dropped losses)
+               "notes": list(getattr(graph, "notes", ()))}
     if verify:
         from .verify import verify as run_verify
         summary["verify"] = run_verify(graph, seed=seed, weights_loaded=True, dialect=dialect,

@@ -8,6 +8,8 @@ See :mod:`protogen.convert`.
 """
 from __future__ import annotations
 
+import sys
+
 from . import options
 
 DESCRIPTION = ("Convert a Caffe model (prototxt V0/V1/V2 + optional caffemodel) or an ONNX file. "
@@ -42,6 +44,8 @@ def run(args) -> int:
                       input_shape=options.input_shape(args), seed=args.seed,
                       dialect=options.dialect(args, "portable" if str(args.input).lower().endswith(".onnx")
                                               else "default"), verify=args.verify, progress=bar)
+    for note in res.get("notes", ()):
+        print(f"note: {note}", file=sys.stderr)
     for path in res["outputs"]:
         print(f"wrote {path}")
     print(f"{res['layers']} layers, weights: {res['weights']}, {res['seconds']:.2f}s")

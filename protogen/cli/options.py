@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import sys
 from pathlib import Path
 
 from ..errors import ProtogenError
@@ -265,4 +266,6 @@ def load_inference(source: str, args, extra=None):
     from ..caffe.loader import load_model
     graph = load_model(source, weights, phase=getattr(args, "phase", None),
                        input_shape=input_shape(args))
+    for note in getattr(graph, "notes", ()):   # what the loader ignored or assumed
+        print(f"note: {note}", file=sys.stderr)
     return graph, None, weights is not None

@@ -121,7 +121,8 @@ class Pooling(LayerType):
     def caffe_layers(self, layer, dialect, shapes=None) -> list:
         """Floor pooling where the dialect has no ``round_mode`` (OpenCV's Caffe importer,
         forks older than the field): the ceil-mode Pooling (Caffe's default) followed by a
-        Slice per spatial axis whose floor size is smaller, keeping the first rows/columns.
+        Slice per spatial axis whose floor size is smaller, keeping the first rows/columns
+        (the dropped pieces go to a Silence layer).
         Both modes place window i at ``i*s - pad`` with the same clipping and divisor, and the
         ceil count exceeds the floor count by at most one window, so this is exact."""
         from dataclasses import replace
@@ -149,6 +150,10 @@ class Pooling(LayerType):
                 sl.slice_param.slice_point.append(keep)
                 lps.append(sl)
                 src = dst
+        # the surplus pieces end in a Silence (upstream since 2014, OpenCV, the forks), so
+        # no reader takes them for net outputs
+        surplus = [t for lp in lps[1:] for t in lp.top[1:]]
+        lps.append(pb.LayerParameter(name=f"{name}/floor_surplus", type="Silence", bottom=surplus))
         return lps
 
     def geometry(self, p: PoolParams, shape):

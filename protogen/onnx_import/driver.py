@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..dialect import DEFAULT, Dialect
+from ..dialect import DEFAULT, PORTABLE, Dialect
 from ..errors import ProtogenError, UnsupportedError
 from ..ir import DEPLOY, Graph
 from .context import SAFE, ImportContext
@@ -144,7 +144,7 @@ def load_onnx(path_or_model, *, dialect: Dialect = DEFAULT, input_shapes=None) -
     return g
 
 
-def write_caffe(graph: Graph, prototxt_path, dialect: Dialect = DEFAULT, caffemodel_path=None) -> tuple[Path, Path]:
+def write_caffe(graph: Graph, prototxt_path, dialect: Dialect = PORTABLE, caffemodel_path=None) -> tuple[Path, Path]:
     """Write an imported graph as a deploy prototxt + caffemodel (``.caffemodel`` beside the
     prototxt unless given). Both are generated into temporary files and renamed into place
     together: an error leaves neither. Returns (prototxt path, caffemodel path)."""
@@ -165,10 +165,11 @@ def write_caffe(graph: Graph, prototxt_path, dialect: Dialect = DEFAULT, caffemo
     return prototxt_path, caffemodel_path
 
 
-def onnx_to_caffe(onnx_path, prototxt_path, dialect: Dialect = DEFAULT, *, caffemodel_path=None,
+def onnx_to_caffe(onnx_path, prototxt_path, dialect: Dialect = PORTABLE, *, caffemodel_path=None,
                   input_shapes=None) -> tuple[Path, Path]:
     """Convert an ONNX model to a deploy prototxt and a caffemodel (``.caffemodel`` beside
-    the prototxt unless given). Both files appear atomically; nothing is written when the
+    the prototxt unless given), by default in the ``portable`` dialect that upstream Caffe,
+    OpenCV's Caffe importer and older forks all load. Both files appear atomically; nothing is written when the
     model cannot be converted. Returns (prototxt path, caffemodel path)."""
     if not isinstance(dialect, Dialect):
         dialect = Dialect.make(str(dialect))
