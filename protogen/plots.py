@@ -111,6 +111,10 @@ def bench_plot(rows: list[dict], path: str | None = None, fmt: str = "png",
             ax.annotate(r["model"], (xv, yv), fontsize=7, xytext=(3, 3), textcoords="offset points")
         ax.set_xscale("log")
         ax.set_yscale("log")
+        from matplotlib.ticker import NullFormatter, ScalarFormatter
+        for axis in (ax.xaxis, ax.yaxis):
+            axis.set_major_formatter(ScalarFormatter())
+            axis.set_minor_formatter(NullFormatter())
         ax.set_xlabel(label + ", log scale")
         ax.set_ylabel("latency (ms), log scale")
         ax.grid(True, which="both", alpha=0.3)
