@@ -34,6 +34,7 @@ class Progress:
         self.t0 = time.perf_counter()
         self.done, self.label = 0, ""
         self._shown = False
+        self._last_key, self._last_draw = None, 0.0
 
     def _write(self, msg: str) -> None:
         if not self.enabled:
@@ -48,7 +49,15 @@ class Progress:
         self._render("")
 
     def stage(self, sub: str) -> None:
-        """A named part of the current step (a runtime, a parse), shown after its label."""
+        """A named part of the current step (a runtime, a parse), shown after its label.
+        Repeats of the same part (``torch layer 7/900``) redraw at most every 50 ms."""
+        if not self.enabled:
+            return
+        head, _, last = sub.rpartition(" ")
+        now, key = time.perf_counter(), head if "/" in last else sub
+        if key == self._last_key and now - self._last_draw < 0.05:
+            return
+        self._last_key, self._last_draw = key, now
         self._render(sub)
 
     def _render(self, sub: str) -> None:

@@ -156,7 +156,7 @@ class Report:
             sens = "-" if h.sensitivity is None else f"{h.sensitivity:.3g}"
             lines.append(f"  output {h.blob} {tuple(h.shape)}: range [{h.min:.4g}, {h.max:.4g}] "
                          f"spread {h.spread:.3g} input-sensitivity {sens} -> "
-                         f"{'healthy' if h.ok else 'DEGENERATE: ' + h.note}")
+                         f"{('healthy' + (f' ({h.note})' if h.note else '')) if h.ok else 'DEGENERATE: ' + h.note}")
         if self.activation_rms:
             lines.append(f"  activation RMS over all blobs: {self.activation_rms[0]:.3g} .. "
                          f"{self.activation_rms[1]:.3g}")
@@ -419,9 +419,9 @@ def _reference(s: Session, rep: Report) -> dict | None:
             rep.failures.append(f"the reference did not produce output '{o}'")
             continue
         h = health(o, ref[o])
-        if not h.ok:
-            h = _judge_by_input(s, rep, o, h, ref) or h
-        rep.health.append(h)
+        judged = _judge_by_input(s, o, h, ref) if not h.ok else None
+        rep.health += list(judged) if judged else [h]
+        h = judged[0] if judged else h
         if not h.ok:
             rep.failures.append(f"output '{o}' is degenerate: {h.note}")
     if s.want_all:
@@ -432,11 +432,12 @@ def _reference(s: Session, rep: Report) -> dict | None:
     return ref
 
 
-def _judge_by_input(s: Session, rep: Report, o: str, h: Health, ref: dict) -> Health | None:
+def _judge_by_input(s: Session, o: str, h: Health, ref: dict) -> tuple[Health, Health] | None:
     """A degenerate output that its last layer makes constant BY CONSTRUCTION (e.g. a Softmax
     over one class gives 1 for any input) is judged by that layer's input instead, which
     every runtime then also has to match. The layer is re-run on three random inputs of the
-    same scale: it is constant by construction when all give the reference output exactly."""
+    same scale: it is constant by construction when all give the reference output exactly.
+    Returns (the output's health, now ok with a note, the input's health) or None."""
     st = s.producer.get(o)
     if st is None or len(st.inputs) != 1 or st.inputs[0] in s.feeds:
         return None
@@ -449,12 +450,12 @@ def _judge_by_input(s: Session, rep: Report, o: str, h: Health, ref: dict) -> He
     hx = health(x_name, x)
     if not hx.ok:
         return None
-    s.wanted.append(x_name) if x_name not in s.wanted else None
+    if x_name not in s.wanted:
+        s.wanted.append(x_name)
     note = (f"constant by construction (layer '{st.layer.name}' ({st.layer.type}) gives it for any "
             f"input): judged by its input '{x_name}', spread {hx.spread:.3g}, input-sensitivity "
             f"{hx.sensitivity if hx.sensitivity is None else format(hx.sensitivity, '.3g')}")
-    rep.health.append(hx)
-    return Health(h.blob, h.shape, h.min, h.max, h.scale, h.spread, h.sensitivity, True, note)
+    return Health(h.blob, h.shape, h.min, h.max, h.scale, h.spread, h.sensitivity, True, note), hx
 
 
 def _constant_layer(st, x: np.ndarray, y: np.ndarray) -> bool:

@@ -131,6 +131,8 @@ def test_verify_reports_the_lrn_defect_without_failing(tmp_path):
     text = rep.format_table()
     assert "first diverging blob 'norm1'" in text and "ignores Caffe's 'k'" in text
     assert "opencv-caffe  defect" in text
+    md = V.render_report([rep], "md")
+    assert "first diverging blob `norm1`" in md and "Known OpenCV defects" in md and "PASS" in md
 
 
 def test_an_undocumented_opencv_difference_still_fails(tmp_path, monkeypatch):
