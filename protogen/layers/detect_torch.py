@@ -38,24 +38,22 @@ def yolo_nms(xywh, thr: float):
     """eric612 yolo(v3)_detection_output_layer.cpp ApplyNms: greedy over boxes sorted by
     descending confidence, class-agnostic; box j is dropped when IoU(i, j) >= thr for a kept
     i < j. IoU of centre-size boxes in float32: overlap = min(right) - max(left), no
-    intersection when an overlap is negative, union = w1*h1 + w2*h2 - intersection."""
+    intersection when an overlap is negative, union = w1*h1 + w2*h2 - intersection.
+    (The boxes still alive are kept in order and shrink as they are dropped.)"""
     b = xywh.float()
-    k = b.shape[0]
     l, r = b[:, 0] - b[:, 2] / 2, b[:, 0] + b[:, 2] / 2
     t, d = b[:, 1] - b[:, 3] / 2, b[:, 1] + b[:, 3] / 2
     area = b[:, 2] * b[:, 3]
-    dead = torch.zeros(k, dtype=torch.bool)
+    alive = torch.arange(b.shape[0])
     keep = []
-    for i in range(k):
-        if bool(dead[i]):
-            continue
+    while alive.numel():
+        i, rest = int(alive[0]), alive[1:]
         keep.append(i)
-        ow = torch.minimum(r[i], r) - torch.maximum(l[i], l)
-        oh = torch.minimum(d[i], d) - torch.maximum(t[i], t)
+        ow = torch.minimum(r[i], r[rest]) - torch.maximum(l[i], l[rest])
+        oh = torch.minimum(d[i], d[rest]) - torch.maximum(t[i], t[rest])
         inter = torch.where((ow < 0) | (oh < 0), torch.zeros_like(ow), ow * oh)
-        iou = inter / (area[i] + area - inter)
-        later = torch.arange(k) > i
-        dead = dead | (later & (iou >= thr))
+        iou = inter / (area[i] + area[rest] - inter)
+        alive = rest[~(iou >= thr)]
     return torch.tensor(keep, dtype=torch.long)
 
 
@@ -283,25 +281,23 @@ def rpn_nms(boxes, thr: float, max_out: int, early_out: bool):
     for a kept i < j; IoU with the +1 pixel convention (py-faster-rcnn nms/py_cpu_nms.py,
     gpu_nms; the C++ Proposal's nms_cpu also returns 0 for boxes that do not touch,
     ``early_out``). Stops after ``max_out`` kept boxes (<= 0: no limit)."""
-    k = boxes.shape[0]
     x1, y1, x2, y2 = boxes[:, 0], boxes[:, 1], boxes[:, 2], boxes[:, 3]
     area = (x2 - x1 + 1.0) * (y2 - y1 + 1.0)
-    dead = torch.zeros(k, dtype=torch.bool)
+    alive = torch.arange(boxes.shape[0])
     keep = []
-    for i in range(k):
-        if bool(dead[i]):
-            continue
+    while alive.numel():
+        i, rest = int(alive[0]), alive[1:]
         keep.append(i)
         if len(keep) == max_out:
             break
-        iw = torch.clamp(torch.minimum(x2[i], x2) - torch.maximum(x1[i], x1) + 1.0, min=0.0)
-        ih = torch.clamp(torch.minimum(y2[i], y2) - torch.maximum(y1[i], y1) + 1.0, min=0.0)
+        iw = torch.clamp(torch.minimum(x2[i], x2[rest]) - torch.maximum(x1[i], x1[rest]) + 1.0, min=0.0)
+        ih = torch.clamp(torch.minimum(y2[i], y2[rest]) - torch.maximum(y1[i], y1[rest]) + 1.0, min=0.0)
         inter = iw * ih
-        iou = inter / (area[i] + area - inter)
+        iou = inter / (area[i] + area[rest] - inter)
         if early_out:
-            apart = (x1[i] > x2) | (y1[i] > y2) | (x2[i] < x1) | (y2[i] < y1)
+            apart = (x1[i] > x2[rest]) | (y1[i] > y2[rest]) | (x2[i] < x1[rest]) | (y2[i] < y1[rest])
             iou = torch.where(apart, torch.zeros_like(iou), iou)
-        dead = dead | ((torch.arange(k) > i) & (iou > thr))
+        alive = rest[~(iou > thr)]
     return torch.tensor(keep, dtype=torch.long)
 
 
