@@ -27,6 +27,15 @@ def _roi_count(shape, what) -> int:
     return int(shape[0])
 
 
+def _checked(fn, *args):
+    """A reference helper whose input Caffe would refuse at run time (CHECK failures: an ROI
+    batch index outside the batch, a batch of several images) raises ProtogenError."""
+    try:
+        return fn(*args)
+    except ValueError as e:
+        raise ProtogenError(str(e)) from None
+
+
 def _rois_2d(ctx, v):
     return ctx.op("Reshape", [ctx.name(v), ctx.ints("rois2d", [-1, 5])])
 
@@ -105,7 +114,7 @@ class ROIPooling(LayerType):
 
     def torch_forward(self, p, xs, blobs, n_tops=1):
         from .detect_torch import roi_pool
-        return [roi_pool(xs[0], xs[1], p.pooled_h, p.pooled_w, p.spatial_scale)]
+        return [_checked(roi_pool, xs[0], xs[1], p.pooled_h, p.pooled_w, p.spatial_scale)]
 
     def torch_source(self, p, src, step):
         from .detect_torch import emit
@@ -210,7 +219,7 @@ class PSROIPooling(LayerType):
 
     def torch_forward(self, p, xs, blobs, n_tops=1):
         from .detect_torch import psroi_pool
-        return [psroi_pool(xs[0], xs[1], p.output_dim, p.group_size, p.spatial_scale)]
+        return [_checked(psroi_pool, xs[0], xs[1], p.output_dim, p.group_size, p.spatial_scale)]
 
     def torch_source(self, p, src, step):
         from .detect_torch import emit
@@ -303,7 +312,7 @@ class ROIAlign(LayerType):
 
     def torch_forward(self, p, xs, blobs, n_tops=1):
         from .detect_torch import roi_align_grid
-        return [roi_align_grid(xs[0], xs[1], p.pooled_h, p.pooled_w, p.spatial_scale, p.pad_ratio)]
+        return [_checked(roi_align_grid, xs[0], xs[1], p.pooled_h, p.pooled_w, p.spatial_scale, p.pad_ratio)]
 
     def torch_source(self, p, src, step):
         from .detect_torch import emit
@@ -533,7 +542,7 @@ class Proposal(_ProposalBase):
     def torch_forward(self, p, xs, blobs, n_tops=1):
         import torch
         from .detect_torch import proposal_cpp
-        out = proposal_cpp(xs[0], xs[1], xs[2], torch.from_numpy(self.anchors(p)), p.feat_stride,
+        out = _checked(proposal_cpp, xs[0], xs[1], xs[2], torch.from_numpy(self.anchors(p)), p.feat_stride,
                            p.pre_nms_topn, p.post_nms_topn, p.nms_thresh, p.min_size)
         return list(out[:n_tops])
 
@@ -657,7 +666,7 @@ class PyProposal(_ProposalBase):
     def torch_forward(self, p, xs, blobs, n_tops=1):
         import torch
         from .detect_torch import proposal_py
-        out = proposal_py(xs[0], xs[1], xs[2], torch.from_numpy(self.anchors(p)), *self._args(p))
+        out = _checked(proposal_py, xs[0], xs[1], xs[2], torch.from_numpy(self.anchors(p)), *self._args(p))
         return list(out[:n_tops])
 
     def torch_source(self, p, src, step):

@@ -401,7 +401,7 @@ def test_roi_batch_index_out_of_range_is_an_error(kind):
     p = dict(pooled_h=2, pooled_w=2, spatial_scale=0.25) if kind == "ROIPooling" else \
         dict(spatial_scale=0.25, output_dim=2, group_size=2)
     out = get_type(kind).torch_forward
-    with pytest.raises(ValueError, match="batch index 1"):
+    with pytest.raises(ProtogenError, match="batch index 1"):
         out(get_type(kind).Params(**p), [torch.from_numpy(x), torch.from_numpy(rois)], [])
 
 
