@@ -66,13 +66,13 @@ def _emit(args) -> int:
     elif args.format == "caffemodel":
         from ..caffe.caffemodel import write_caffemodel
         from ..caffe.prototxt import to_net_param
-        from ..weights import init_weights
-        init_weights(graph, args.seed, which)
+        from ..weights import seeded_weights
+        seeded_weights(graph, args.seed, which)
         blobs = {l.name: l.blobs for l in graph.select(net=which) if l.blobs}
         write_caffemodel(args.output, to_net_param(graph, which, dialect), blobs)
     else:
         from ..onnx_io import export_onnx
-        from ..weights import init_weights
-        init_weights(graph, args.seed)
+        from ..weights import seeded_weights
+        seeded_weights(graph, args.seed)
         export_onnx(graph, args.output)
     return 0
