@@ -64,6 +64,16 @@ class Dialect:
         return Dialect("default", shuffle or "permute", "ReLU6", depthwise or "Convolution")
 
     @property
+    def portable(self) -> bool:
+        """Only layer types and fields every Caffe runtime shares (no ReLU6, Clip, round_mode)."""
+        return self.name == "portable"
+
+    @property
+    def has_permute(self) -> bool:
+        """Whether a general Permute layer (SSD fork) may be written."""
+        return self.name == "default"
+
+    @property
     def tag(self) -> str:
         """A short file-name tag: '' for the default dialect."""
         if self == Dialect():

@@ -86,7 +86,7 @@ class Clip(OpConverter):
     def convert(self, ctx, i, n, a):
         from ..layers.act import ClipParams, ReLUParams
         lo, hi = clip_bounds(ctx, n, a)
-        if ctx.dialect.name == "portable" and not (lo == 0.0 and hi >= 3.4e38):
+        if ctx.dialect.portable and not (lo == 0.0 and hi >= 3.4e38):
             # neither ReLU6 nor Clip exists in every runtime: ReLU/Power chain (ops_compose)
             from .ops_compose import Chain
             Chain(ctx, i).clip(ctx.bottom(n.input[0]), lo, hi, last=True)

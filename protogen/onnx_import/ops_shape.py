@@ -299,8 +299,8 @@ class Unsqueeze(OpConverter):
 @onnx_op("Transpose", foldable=True, transposes=True, attrs=frozenset({"perm"}))
 class Transpose(OpConverter):
     def static_problems(self, ctx, i, n, a, const):
-        if ctx.dialect.name == "bvlc" and not self._is_shuffle_transpose(ctx, i):
-            return ["Transpose needs the Permute layer, which the bvlc dialect lacks"]
+        if not ctx.dialect.has_permute and not self._is_shuffle_transpose(ctx, i):
+            return [f"Transpose needs the Permute layer, which the {ctx.dialect.name} dialect lacks"]
         return []
 
     @staticmethod
