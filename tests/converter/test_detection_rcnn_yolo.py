@@ -234,8 +234,7 @@ def test_yolo_v2_darknet19():
         assert rel_err(cv[n], res["reference"][n]) <= 1e-4, n
 
 
-@pytest.mark.slow
-def test_yolo_v3_mobilenet_lite():
+def test_yolo_v3_mobilenet_lite():   # ~4 s
     rel = "eric612_mobilenet-yolo/models/yolov3/mobilenet_yolov3_lite_deploy.prototxt"
     g = load(rel, {"data": (1, 3, 160, 160)})
     feeds = {"data": seeded((1, 3, 160, 160))}
