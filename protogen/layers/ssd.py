@@ -165,9 +165,17 @@ class PriorBox(LayerType):
         return np.stack([boxes, variances])[None].astype(np.float32)
 
     def to_onnx(self, ctx, step):
-        """The priors depend only on the sizes: a constant (the export fixes H/W)."""
-        shapes = [ctx.static_shape(v) for v in step.inputs]
-        ctx.op("Identity", [ctx.const("priors", self.priors(step.layer.params, shapes))], step.outputs[0])
+        """The priors depend only on the sizes: a constant for a fixed input size, computed in
+        the graph from the bottoms' shapes when H/W are dynamic."""
+        p = step.layer.params
+        used = [(step.inputs[0], 2), (step.inputs[0], 3)]
+        if not (p.img_size or p.img_h):
+            used += [(step.inputs[1], 2), (step.inputs[1], 3)]
+        if any(ctx.varies(v, a) for v, a in used):
+            _priors_in_graph(ctx, step, p, self.num_priors(p))
+            return
+        shapes = [(1, 1, ctx.static(v, 2), ctx.static(v, 3)) for v in step.inputs]
+        ctx.op("Identity", [ctx.const("priors", self.priors(p, shapes))], step.outputs[0])
 
     def torch_forward(self, p, xs, blobs, n_tops=1):
         """Computed on tensors from the bottoms' sizes (the C++ loop, vectorised)."""
@@ -195,6 +203,59 @@ class PriorBox(LayerType):
     def torch_source(self, p, src, step):
         b = src.parameter("priors", self.priors(p, step.in_shapes), buffer=True)
         src.assign(b)
+
+
+def _priors_in_graph(ctx, step, p, n_priors) -> None:
+    """PriorBox's output from the runtime sizes: centres in float32 as the C++ computes them
+    ((w + offset) * step), corners in double ((centre - size / 2.) / img), stored as float."""
+    f32, f64 = 1, 11
+    ax0 = ctx.ints("ax0", [0])
+
+    def dim(v, a):                                          # 1-D [size] int64
+        return ctx.op("Slice", [ctx.op("Shape", [ctx.name(v)]), ctx.ints(f"d{a}", [a]), ctx.ints(f"e{a}", [a + 1])])
+
+    lh, lw = dim(step.inputs[0], 2), dim(step.inputs[0], 3)
+    if p.img_h or p.img_w:
+        img_h, img_w = ctx.ints("img_h", [p.img_h]), ctx.ints("img_w", [p.img_w])
+    elif p.img_size:
+        img_h = img_w = ctx.ints("img_size", [p.img_size])
+    else:
+        img_h, img_w = dim(step.inputs[1], 2), dim(step.inputs[1], 3)
+
+    def step_of(given, img, layer, hint):
+        if given:
+            return ctx.const(hint, np.asarray([given], np.float32))
+        return ctx.op("Div", [ctx.op("Cast", [img], to=f32), ctx.op("Cast", [layer], to=f32)])
+
+    sh = step_of(p.step_h or p.step, img_h, lh, "step_h")
+    sw = step_of(p.step_w or p.step, img_w, lw, "step_w")
+    zero, one = ctx.ints("zero", [0]), ctx.ints("one", [1])
+    off = ctx.const("offset", np.asarray([p.offset], np.float32))
+
+    def centres(n, stp, shape):
+        r = ctx.op("Range", [ctx.op("Squeeze", [zero, ax0]), ctx.op("Squeeze", [n, ax0]),
+                             ctx.op("Squeeze", [one, ax0])])
+        c = ctx.op("Mul", [ctx.op("Add", [ctx.op("Cast", [r], to=f32), off]), stp])
+        return ctx.op("Reshape", [ctx.op("Cast", [c], to=f64), ctx.ints("c_shape", shape)])
+
+    cx, cy = centres(lw, sw, [1, -1, 1]), centres(lh, sh, [-1, 1, 1])          # (1, W, 1), (H, 1, 1)
+    half = np.asarray(prior_box_sizes(p), np.float64) / 2.0                   # (np, 2)
+    hw, hh = ctx.const("half_w", half[:, 0], np.float64), ctx.const("half_h", half[:, 1], np.float64)
+    iw, ih = ctx.op("Cast", [img_w], to=f64), ctx.op("Cast", [img_h], to=f64)
+    full = ctx.op("Concat", [lh, lw, ctx.ints("n_priors", [n_priors])], axis=0)
+    corners = [ctx.op("Div", [ctx.op(op, [c, h]), i]) for op, c, h, i in
+               (("Sub", cx, hw, iw), ("Sub", cy, hh, ih), ("Add", cx, hw, iw), ("Add", cy, hh, ih))]
+    corners = [ctx.op("Unsqueeze", [ctx.op("Expand", [c, full]), ctx.ints("ax3", [3])]) for c in corners]
+    boxes = ctx.op("Reshape", [ctx.op("Cast", [ctx.op("Concat", corners, axis=3)], to=f32), ctx.ints("flat", [1, -1])])
+    if p.clip:
+        boxes = ctx.op("Min", [ctx.op("Max", [boxes, ctx.const("lo", np.zeros(1, np.float32))]),
+                               ctx.const("hi", np.ones(1, np.float32))])
+    var = np.asarray(p.variance or (0.1,), np.float32)
+    var = np.broadcast_to(var if var.size == 4 else var[:1], (4,)).astype(np.float32)
+    var = ctx.op("Expand", [ctx.const("variance", var), ctx.op("Concat", [full, ctx.ints("four", [4])], axis=0)])
+    var = ctx.op("Reshape", [var, ctx.ints("flat", [1, -1])])
+    both = ctx.op("Concat", [boxes, var], axis=0)                              # (2, L)
+    ctx.op("Unsqueeze", [both, ax0], step.outputs[0])
 
 
 # ----------------------------------------------------------------------------- Normalize

@@ -79,26 +79,26 @@ def _keep_top_k(ctx, rows, img, score, n_scalar, keep_top_k):
 
 
 def detection_output_onnx(ctx, step, p) -> None:
-    num_p = step.in_shapes[2][2] // 4
     C = p.num_classes
     n_loc = 1 if p.share_location else C
     labels = [c for c in range(C) if c != p.background_label_id]
     cp = len(labels)
     loc_in, conf_in, prior_in = (ctx.name(v) for v in step.inputs[:3])
-    loc = ctx.op("Reshape", [loc_in, ctx.ints("loc_shape", [0, num_p, n_loc, 4])])
-    conf = ctx.op("Reshape", [conf_in, ctx.ints("conf_shape", [0, num_p, C])])
-    prior = ctx.op("Reshape", [prior_in, ctx.ints("prior_shape", [-1, 2, num_p, 4])])
+    # sizes from the values (the number of priors follows the input size when H/W are dynamic)
+    loc = ctx.op("Reshape", [loc_in, ctx.ints("loc_shape", [0, -1, n_loc, 4])])
+    conf = ctx.op("Reshape", [conf_in, ctx.ints("conf_shape", [0, -1, C])])
+    prior = ctx.op("Reshape", [prior_in, ctx.ints("prior_shape", [0, 2, -1, 4])])
     prior = _take(ctx, prior, 0, 0)                             # (2, P, 4)
     ax1 = ctx.ints("ax1", [1])
     pb = ctx.op("Unsqueeze", [_take(ctx, prior, 0, 0), ax1])     # (P, 1, 4)
     pv = ctx.op("Unsqueeze", [_take(ctx, prior, 1, 0), ax1])
     if len(step.inputs) > 4:        # RefineDet: the ARM's offsets refine the priors first
-        arm_loc = ctx.op("Reshape", [ctx.name(step.inputs[4]), ctx.ints("arm_loc_shape", [0, num_p, n_loc, 4])])
+        arm_loc = ctx.op("Reshape", [ctx.name(step.inputs[4]), ctx.ints("arm_loc_shape", [0, -1, n_loc, 4])])
         pb = _decode(ctx, arm_loc, pb, pv, p)                   # (N, P, 1, 4)
     boxes = _decode(ctx, loc, pb, pv, p)                         # (N, P, L, 4)
     label_ids = ctx.const("labels", np.asarray(labels, np.int64), np.int64)
     if len(step.inputs) > 3:        # RefineDet: anchors the ARM calls background
-        arm = ctx.op("Reshape", [ctx.name(step.inputs[3]), ctx.ints("arm_conf_shape", [0, num_p, 2])])
+        arm = ctx.op("Reshape", [ctx.name(step.inputs[3]), ctx.ints("arm_conf_shape", [0, -1, 2])])
         drop = ctx.op("Less", [ctx.op("Slice", [arm, ctx.ints("o1", [1]), ctx.ints("o2", [2]), ctx.ints("ax2", [2])]),
                                ctx.const("objectness", np.asarray([p.objectness_score], np.float32))])
         bg = np.zeros(C, np.float32)
@@ -109,10 +109,12 @@ def detection_output_onnx(ctx, step, p) -> None:
     scores = ctx.op("Transpose", [conf], perm=[0, 2, 1])        # (N, C, P)
     if cp != C:
         scores = ctx.op("Gather", [scores, label_ids], axis=1)   # (N, C', P)
-    k = num_p if p.top_k is None or p.top_k < 0 else min(int(p.top_k), num_p)
-    vals, idx = ctx.op("TopK", [scores, ctx.ints("k", [k])], n_out=2, axis=2, largest=1, sorted=1)
+    num_p = ctx.op("Slice", [ctx.op("Shape", [conf]), ctx.ints("p0", [1]), ctx.ints("p1", [2])])   # [P]
+    k = num_p if p.top_k is None or p.top_k < 0 else ctx.op("Min", [num_p, ctx.ints("top_k", [p.top_k])])
+    vals, idx = ctx.op("TopK", [scores, k], n_out=2, axis=2, largest=1, sorted=1)
+    minus1, four = ctx.ints("m1", [-1]), ctx.ints("four", [4])
     if p.share_location:
-        per_cls = ctx.op("Expand", [ctx.op("Reshape", [boxes, ctx.ints("b_shape", [0, 1, num_p, 4])]),
+        per_cls = ctx.op("Expand", [ctx.op("Unsqueeze", [ctx.op("Squeeze", [boxes, ctx.ints("ax2", [2])]), ax1]),
                                     ctx.ints("b_expand", [1, cp, 1, 1])])
     else:
         per_cls = ctx.op("Transpose", [boxes], perm=[0, 2, 1, 3])  # (N, C, P, 4)
@@ -125,9 +127,11 @@ def detection_output_onnx(ctx, step, p) -> None:
     valid = ctx.op("And", [ctx.op("GreaterOrEqual", [x1, x0]), ctx.op("GreaterOrEqual", [y1, y0])])
     yx = ctx.op("Concat", [y0, x0, y1, x1], axis=3)
     nms_boxes = ctx.op("Where", [valid, yx, ctx.const("zero_box", np.zeros(4, np.float32))])
-    nms_boxes = ctx.op("Reshape", [nms_boxes, ctx.ints("nms_b", [-1, k, 4])])
-    nms_scores = ctx.op("Reshape", [vals, ctx.ints("nms_s", [-1, 1, k])])
-    nms_in = [nms_boxes, nms_scores, ctx.ints("max_out", [k]),
+    shape_k4 = ctx.op("Concat", [minus1, k, four], axis=0)      # (-1, k, 4)
+    shape_k = ctx.op("Concat", [minus1, k], axis=0)             # (-1, k)
+    nms_boxes = ctx.op("Reshape", [nms_boxes, shape_k4])
+    nms_scores = ctx.op("Unsqueeze", [ctx.op("Reshape", [vals, shape_k]), ax1])
+    nms_in = [nms_boxes, nms_scores, k,
               ctx.const("iou", np.asarray([p.nms_threshold], np.float32))]
     if p.confidence_threshold is not None:
         nms_in.append(ctx.const("score_thr", np.asarray([p.confidence_threshold], np.float32)))
@@ -138,8 +142,8 @@ def detection_output_onnx(ctx, step, p) -> None:
     label = ctx.op("Gather", [label_ids, ctx.op("Mod", [b_idx, n_cls])], axis=0)
     bj = ctx.op("Concat", [ctx.op("Unsqueeze", [b_idx, ctx.ints("ax1", [1])]),
                            ctx.op("Unsqueeze", [j_idx, ctx.ints("ax1", [1])])], axis=1)
-    score = ctx.op("GatherND", [ctx.op("Reshape", [vals, ctx.ints("v2", [-1, k])]), bj])
-    box = ctx.op("GatherND", [ctx.op("Reshape", [cand, ctx.ints("c3", [-1, k, 4])]), bj])
+    score = ctx.op("GatherND", [ctx.op("Reshape", [vals, shape_k]), bj])
+    box = ctx.op("GatherND", [ctx.op("Reshape", [cand, shape_k4]), bj])
 
     def col(v, cast=False):
         v = ctx.op("Cast", [v], to=1) if cast else v
