@@ -40,7 +40,7 @@ class ReLU(_Elementwise):
         return [torch.clamp(x, min=0) + p.negative_slope * torch.clamp(x, max=0)]
 
     def torch_source(self, p, src, step):
-        from ..torch_codegen import num
+        from ..fmt import num
         x = src.x()
         src.assign(f"F.relu({x})" if p.negative_slope == 0 else f"F.leaky_relu({x}, {num(p.negative_slope)})")
 
@@ -62,12 +62,10 @@ class ReLU6(_Elementwise):
         src.assign(f"F.relu6({src.x()})")
 
     def caffe_layers(self, layer, dialect, shapes=None):
-        lps = super().caffe_layers(layer, dialect, shapes)
-        if dialect.relu6 == "Clip":
-            lps[0].type = "Clip"
-            lps[0].clip_param.min = 0.0
-            lps[0].clip_param.max = 6.0
-        return lps
+        if dialect.relu6 == "Clip":         # written by the Clip type, with min 0, max 6
+            clip = layer.copy(type=Clip.type, params=ClipParams(0.0, 6.0))
+            return Clip().caffe_layers(clip, dialect, shapes)
+        return super().caffe_layers(layer, dialect, shapes)
 
 
 @dataclass(frozen=True)
@@ -96,7 +94,7 @@ class Clip(_Elementwise):
         return [xs[0].clamp(float(p.min), float(p.max))]
 
     def torch_source(self, p, src, step):
-        from ..torch_codegen import num
+        from ..fmt import num
         src.assign(f"{src.x()}.clamp({num(p.min)}, {num(p.max)})")
 
     def write(self, p, lp):
@@ -233,7 +231,7 @@ class Power(_Elementwise):
 
     def torch_source(self, p, src, step):
         """(shift + scale * x) ** power, leaving out the parts that are identities."""
-        from ..torch_codegen import num
+        from ..fmt import num
         e = src.x()
         if p.scale != 1:
             e = f"{num(p.scale)} * {e}"

@@ -133,7 +133,7 @@ class _ConvBase(LayerType):
     torch_module = "nn.Conv2d"
 
     def torch_source(self, p: ConvParams, src, step):
-        from ..torch_codegen import pair
+        from ..fmt import pair
         w = layer_blobs(step)
         args = [str(step.in_shapes[0][1]), str(p.num_output), pair(p.kernel_h, p.kernel_w)]
         for name, a, b, dflt in (("stride", p.stride_h, p.stride_w, 1), ("padding", p.pad_h, p.pad_w, 0),

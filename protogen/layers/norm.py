@@ -116,7 +116,7 @@ class BatchNorm(LayerType):
     def torch_source(self, p, src, step):
         """nn.BatchNorm{1,2,3}d holding Caffe's statistics with the scale factor applied; a
         Scale that alone reads this output (decided by dataflow) becomes its affine part."""
-        from ..torch_codegen import num
+        from ..fmt import num
         if p.use_global_stats is False:
             from .bn_ext import batch_stats_source
             src.assign(batch_stats_source(src, step, p.eps))
@@ -391,7 +391,7 @@ class LRN(LayerType):
     def torch_source(self, p, src, step):
         """ACROSS_CHANNELS is nn.LocalResponseNorm (same formula); WITHIN_CHANNEL: x times
         (1 + alpha * mean of x^2 over the zero-padded n x n window) ^ -beta."""
-        from ..torch_codegen import num
+        from ..fmt import num
         n, r = p.local_size, (p.local_size - 1) // 2
         x = src.x()
         if p.norm_region == "ACROSS_CHANNELS":

@@ -277,7 +277,7 @@ class Pooling(LayerType):
         """Plain F.max_pool2d / F.avg_pool2d where every window ends inside [0, H + pad);
         else explicit end padding (-FLT_MAX or 0) + pooling without padding, and for AVE
         window sums divided by Caffe's pool sizes (a literal divisor map)."""
-        from ..torch_codegen import pair
+        from ..fmt import pair
         if len(step.outputs) == 2:
             from .pool_mask import mask_source
             return mask_source(self, p, src, step)

@@ -228,7 +228,7 @@ class Eltwise(LayerType):
         return [y]
 
     def torch_source(self, p, src, step):
-        from ..torch_codegen import num
+        from ..fmt import num
         xs = src.xs()
         if p.operation == "PROD":
             src.assign(" * ".join(xs))
@@ -519,46 +519,39 @@ class ShuffleChannel(LayerType):
         src.assign(f"{src.x()}.unflatten(1, ({g}, {n})).transpose(1, 2).flatten(1, 2)")
 
     def caffe_layers(self, layer, dialect, shapes=None):
-        from ..caffe import pb
+        """One ShuffleChannel layer, or (dialects without it) the layers of the types it
+        expands into, each written by its own type: Reshape -> Permute -> Reshape, or (bvlc)
+        Slice -> Reshape each -> Concat -> Reshape."""
+        from ..ir import Layer
         g = layer.params.group
         name, x, y = layer.name, layer.bottoms[0], layer.tops[0]
         if dialect.shuffle == "shufflechannel":
-            lp = pb.LayerParameter(name=name, type="ShuffleChannel", bottom=[x], top=[y])
-            lp.shuffle_channel_param.group = g
-            return [lp]
+            return super().caffe_layers(layer, dialect, shapes)
+
+        def emit(type_, n, bottoms, tops, params):
+            from . import get_type
+            return get_type(type_).caffe_layers(Layer(n, type_, list(bottoms), list(tops), params), dialect)
 
         def reshape(n, b, t, dims, axis=0, num_axes=-1):
-            lp = pb.LayerParameter(name=n, type="Reshape", bottom=[b], top=[t])
-            lp.reshape_param.shape.dim.extend(dims)
-            if axis:
-                lp.reshape_param.axis = axis
-            if num_axes != -1:
-                lp.reshape_param.num_axes = num_axes
-            return lp
+            return emit("Reshape", n, [b], [t], ReshapeParams(tuple(dims), axis, num_axes))
 
         if dialect.shuffle == "permute":
-            perm = pb.LayerParameter(name=f"{name}/permute", type="Permute",
-                                     bottom=[f"{name}/reshape"], top=[f"{name}/permute"])
-            perm.permute_param.order.extend([0, 2, 1, 3, 4])
-            return [reshape(f"{name}/reshape", x, f"{name}/reshape", [g, -1], axis=1, num_axes=1),
-                    perm,
-                    reshape(name, f"{name}/permute", y, [-1], axis=1, num_axes=2)]
+            return (reshape(f"{name}/reshape", x, f"{name}/reshape", [g, -1], axis=1, num_axes=1)
+                    + emit("Permute", f"{name}/permute", [f"{name}/reshape"], [f"{name}/permute"],
+                           PermuteParams((0, 2, 1, 3, 4)))
+                    + reshape(name, f"{name}/permute", y, [-1], axis=1, num_axes=2))
         # strict BVLC: Slice into g pieces, make each (N, C/g, 1, H*W), stack along axis 2
         if shapes is None:
             raise ProtogenError("the slice form of channel shuffle needs known input shapes")
         _, c, h, w = shapes[0]
         pieces = [f"{name}/slice{i}" for i in range(g)]
-        sl = pb.LayerParameter(name=f"{name}/slice", type="Slice", bottom=[x], top=pieces)
-        sl.slice_param.axis = 1
-        lps = [sl]
+        lps = emit("Slice", f"{name}/slice", [x], pieces, SliceParams(axis=1))
         flat = []
         for i, piece in enumerate(pieces):
-            lps.append(reshape(f"{name}/reshape{i}", piece, f"{name}/flat{i}", [1, -1], axis=2, num_axes=2))
+            lps += reshape(f"{name}/reshape{i}", piece, f"{name}/flat{i}", [1, -1], axis=2, num_axes=2)
             flat.append(f"{name}/flat{i}")
-        cat = pb.LayerParameter(name=f"{name}/concat", type="Concat", bottom=flat, top=[f"{name}/concat"])
-        cat.concat_param.axis = 2
-        lps.append(cat)
-        lps.append(reshape(name, f"{name}/concat", y, [0, c, h, w]))
+        lps += emit("Concat", f"{name}/concat", flat, [f"{name}/concat"], ConcatParams(axis=2))
+        lps += reshape(name, f"{name}/concat", y, [0, c, h, w])
         return lps
 
 
