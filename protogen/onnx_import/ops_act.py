@@ -1,4 +1,4 @@
-"""Activations (in place where Caffe allows it): Relu, LeakyRelu, PRelu, Sigmoid, Tanh,
+"""Activations (in place where Caffe allows it): Relu, LeakyRelu, Elu, PRelu, Sigmoid, Tanh,
 Clip; Identity and Dropout (inference) are dropped."""
 from __future__ import annotations
 
@@ -32,6 +32,16 @@ class LeakyRelu(OpConverter):
     def convert(self, ctx, i, n, a):
         from ..layers.act import ReLUParams
         ctx.emit(i, "ReLU", ReLUParams(negative_slope=float(a.get("alpha", 0.01))), inplace_ok=True)
+
+
+@onnx_op("Elu", attrs=frozenset({"alpha"}))
+class Elu(OpConverter):
+    """ELU (upstream Caffe since 2015, OpenCV): y = x if x > 0 else alpha * (e^x - 1), the
+    same function as ONNX's Elu (semantics: BVLC/caffe src/caffe/layers/elu_layer.cpp)."""
+
+    def convert(self, ctx, i, n, a):
+        from ..layers.act_ext import ELUParams
+        ctx.emit(i, "ELU", ELUParams(alpha=float(a.get("alpha", 1.0))), inplace_ok=True)
 
 
 @onnx_op("PRelu")

@@ -164,3 +164,11 @@ def test_gelu_erf_refused_with_reason():
     m = model([conv, helper.make_node("Gelu", ["c"], ["y"], name="gelu")], X.shape, inits, 20)
     with pytest.raises(UnsupportedError, match="erf"):
         load_onnx(m)
+
+
+def test_elu_worked_example(tmp_path):
+    """docs/onnx-import.md, 'Adding an ONNX import op': Elu -> Caffe ELU, alpha carried."""
+    conv, inits = conv_in()
+    m = model([conv, helper.make_node("Elu", ["c"], ["y"], name="elu", alpha=0.7)], X.shape, inits, 13)
+    types, text = check(m, X, tmp_path, types=["Input", "Convolution", "ELU"])
+    assert "alpha: 0.7" in text
