@@ -433,3 +433,33 @@ def test_refinedet_form(objectness):
                                     code_type="CENTER_SIZE", nms_threshold=0.45, top_k=20, keep_top_k=12,
                                     confidence_threshold=0.05)
     assert not compare_detections(plain, want).ok
+
+
+# ----------------------------------------------------------------------------- Permute
+def permute_oracle(x, order):
+    """permute_layer.cpp: the listed axes first, then the unlisted ones in their order
+    (LayerSetUp), and Permute() walks every top index back to the bottom's offset."""
+    full = list(order) + [i for i in range(x.ndim) if i not in order]
+    top_shape = [x.shape[i] for i in full]
+    out = np.empty(top_shape, x.dtype)
+    old_steps = [int(np.prod(x.shape[i + 1:])) for i in range(x.ndim)]
+    new_steps = [int(np.prod(top_shape[i + 1:])) for i in range(x.ndim)]
+    flat_x, flat_out = x.reshape(-1), out.reshape(-1)
+    for i in range(x.size):
+        old_idx, idx = 0, i
+        for j in range(x.ndim):
+            old_idx += (idx // new_steps[j]) * old_steps[full[j]]
+            idx %= new_steps[j]
+        flat_out[i] = flat_x[old_idx]
+    return out
+
+
+@pytest.mark.parametrize("shape,order", [((2, 3, 4, 5), [0, 2, 3, 1]), ((2, 3, 4, 5), [0, 3, 1, 2]),
+                                         ((2, 3, 4, 5), [3]), ((2, 3, 4, 5), [0, 1, 2, 3]),
+                                         ((2, 3, 4, 5, 2), [4, 0, 2])])
+def test_permute_any_order(shape, order):
+    x = np.random.default_rng(2).standard_normal(shape).astype(np.float32)
+    g, feeds = one_layer("Permute", params_of("Permute", dict(order=order)), [x])
+    want = permute_oracle(x, order)
+    for name, got in run_all(g, feeds).items():
+        np.testing.assert_array_equal(got.astype(np.float32), want, err_msg=name)
