@@ -43,9 +43,11 @@ def nearest_source(i: int, size_in: int, size_out: int, scale: float, ctm: str, 
     return min(max(j, 0), size_in - 1)
 
 
-@onnx_op("Resize", attrs=_RESIZE_ATTRS)
-@onnx_op("Upsample", attrs=frozenset({"mode", "scales"}))
+@onnx_op("Resize", attrs=_RESIZE_ATTRS, default_ctm="half_pixel")
+@onnx_op("Upsample", attrs=frozenset({"mode", "scales"}), default_ctm="asymmetric")
 class Resize(OpConverter):
+    default_ctm = "half_pixel"       # Upsample-9 indexes like Resize's asymmetric mode
+
     def static_problems(self, ctx, i, n, a, const):
         if any(t and t not in const for t in n.input[1:]):
             return ["roi, scales and sizes must be constant"]
@@ -84,7 +86,7 @@ class Resize(OpConverter):
         if mode != "nearest":
             raise Refuse(f"Resize mode '{mode}' has no exact Caffe form in dialect "
                          f"'{ctx.dialect.name}' (only nearest-neighbour by an integer factor)")
-        ctm = _text(a.get("coordinate_transformation_mode"), "half_pixel" if self.op_type == "Resize" else "asymmetric")
+        ctm = _text(a.get("coordinate_transformation_mode"), self.default_ctm)
         nearest = _text(a.get("nearest_mode"), "round_prefer_floor")
         factors = []
         for size, o, s in zip(shape[2:], out[2:], scales[2:]):
