@@ -68,9 +68,13 @@ def mask_source(kind, p, src, step) -> None:
     _, _, h, w = step.in_shapes[0]
     (kh, kw), (sh, sw), (ph, pw), (eh, ew), (ho, wo) = _geometry(kind, p, step.in_shapes[0])
     hp, wp = h + 2 * ph + eh, w + 2 * pw + ew
-    src.uses.add("FLT_MAX")
     y, m = src.ys()
-    src.line(f"{y}, _i = F.max_pool2d(F.pad({src.x()}, ({pw}, {pw + ew}, {ph}, {ph + eh}), "
-             f"value=-FLT_MAX), ({kh}, {kw}), ({sh}, {sw}), return_indices=True)", True)
-    src.line(f"{m} = ((_i // {wp} - {ph}) * {w} + _i % {wp} - {pw}).to({y}.dtype)"
-             f"  # Caffe's mask: h * W + w in the {h}x{w} plane (padded plane {hp}x{wp})")
+    x = src.x()
+    if ph or pw or eh or ew:
+        src.uses.add("FLT_MAX")
+        x = f"F.pad({x}, ({pw}, {pw + ew}, {ph}, {ph + eh}), value=-FLT_MAX)"
+    src.line(f"{y}, _i = F.max_pool2d({x}, ({kh}, {kw}), ({sh}, {sw}), return_indices=True)", True)
+    row = f"(_i // {wp} - {ph})" if ph else f"(_i // {wp})"
+    col = f"_i % {wp} - {pw}" if pw else f"_i % {wp}"
+    where = f"the {h}x{w} plane" + (f" (padded plane {hp}x{wp})" if (hp, wp) != (h, w) else "")
+    src.line(f"{m} = ({row} * {w} + {col}).to({y}.dtype)  # Caffe's mask: h * W + w in {where}")

@@ -285,7 +285,7 @@ class Upsample(LayerType):
             return
         _, _, oh, ow = step.out_shapes[0]
         m = src.x(1)
-        src.assign(f"torch.zeros({x}.shape[0], {x}.shape[1], {oh * ow}, dtype={x}.dtype).scatter("
+        src.assign(f"torch.zeros({x}.shape[0], {x}.shape[1], {oh * ow}, dtype={x}.dtype, device={x}.device).scatter("
                    f"2, {m}.flatten(2).long(), {x}.flatten(2)).reshape({x}.shape[0], {x}.shape[1], {oh}, {ow})")
 
 

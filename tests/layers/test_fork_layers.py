@@ -551,7 +551,20 @@ def test_segnet_pool_then_unpool_roundtrip():
             'kernel_size: 2 stride: 2 } }\n'
             'layer { name: "u" type: "Upsample" bottom: "y" bottom: "m" top: "z" upsample_param '
             '{ upsample_h: 7 upsample_w: 9 } }')
-    run(text, {"x": x}, want={"z": unpool_ref(y, m, 7, 9)})
+    want = unpool_ref(y, m, 7, 9)
+    run(text, {"x": x}, want={"z": want})
+    # the generated PyTorch module computes the same (pad-free pooling with indices, scatter)
+    from protogen.torch_codegen import SourceContext, graph_to_torch_source, torch_state_dict
+    g = graph_from_net_param(parse_prototxt(net_text(text, {"x": x})))
+    ctxs: list[SourceContext] = []
+    src = graph_to_torch_source(g, "Net", _ctx_out=ctxs)
+    ns: dict = {}
+    exec(compile(src, "<generated>", "exec"), ns)
+    model = ns["Net"]()
+    model.load_state_dict(torch_state_dict(ctxs[0]), strict=True)
+    with torch.no_grad():
+        got = model.double()(torch.from_numpy(x.astype(np.float64)))
+    assert rel(got.numpy(), want) <= 1e-12
 
 
 def test_loader_notes_batch_statistics_once(tmp_path):
