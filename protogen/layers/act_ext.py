@@ -149,7 +149,8 @@ class Log(_Neuron):
                 Example(params=dict(base=10.0, scale=2.0, shift=0.5), ins=[(3, 6)], data=_positive))
 
     def validate(self, p):
-        _log_base(p.base, "Log")
+        if _log_base(p.base, "Log") == 0:
+            raise ProtogenError("Log base 1 has no logarithm (Caffe would divide by log(1) = 0)")
 
     def to_onnx(self, ctx, step):
         p = step.layer.params
