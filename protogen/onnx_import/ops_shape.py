@@ -188,6 +188,8 @@ class Reshape(OpConverter):
         new = onnx_reshape(shape, target, int(a.get("allowzero", 0)))
         if self.try_shuffle(ctx, i, n, shape, new):
             return
+        if len(shape) > 2 and tuple(new) == (shape[0], int(np.prod(shape[1:]))) and absorb_flatten(ctx, n, shape):
+            return
         reshape_to(ctx, i, n, x, new)
 
     @staticmethod
@@ -233,6 +235,18 @@ class Reshape(OpConverter):
         return True
 
 
+def absorb_flatten(ctx, n, shape) -> bool:
+    """A flatten to (N, rest) read only by a Gemm: no layer, since Caffe's InnerProduct
+    flattens from axis 1 itself (exactly as Caffe nets are written)."""
+    user = ctx.sole_user(n.output[0])
+    if user is None or not ctx.role(user[1], "absorbs_flatten") or user[1].input[0] != n.output[0]:
+        return False
+    ctx.blob[n.output[0]] = ctx.bottom(n.input[0])
+    ctx.shape[n.output[0]] = (shape[0], int(np.prod(shape[1:])))
+    ctx.flattened[n.output[0]] = n.input[0]
+    return True
+
+
 @onnx_op("Flatten", foldable=True, attrs=frozenset({"axis"}))
 class Flatten(OpConverter):
     def fold(self, ctx, n, a, ins):
@@ -242,13 +256,7 @@ class Flatten(OpConverter):
     def convert(self, ctx, i, n, a):
         shape = ctx.shape_of(n.input[0])
         ax = int(a.get("axis", 1)) % (len(shape) + 1) if shape else 0
-        user = ctx.sole_user(n.output[0])
-        if (ax == 1 and user is not None and ctx.role(user[1], "absorbs_flatten")
-                and user[1].input[0] == n.output[0]):
-            # Caffe's InnerProduct flattens from axis 1 itself: no layer (exactly as Caffe nets)
-            ctx.blob[n.output[0]] = ctx.bottom(n.input[0])
-            ctx.shape[n.output[0]] = (shape[0], int(np.prod(shape[1:])))
-            ctx.flattened[n.output[0]] = n.input[0]
+        if ax == 1 and absorb_flatten(ctx, n, shape):
             return
         reshape_to(ctx, i, n, n.input[0], (int(np.prod(shape[:ax])), int(np.prod(shape[ax:]))))
 
