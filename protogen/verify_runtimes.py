@@ -168,6 +168,10 @@ def run_opencv_caffe(g: Graph, dialect: Dialect, feeds, wanted: list[str], tmp: 
                    "install opencv-python-headless<5 for this check")
     from .caffe.caffemodel import write_caffemodel
     from .caffe.prototxt import to_net_param
+    for l in g.layers:      # forms OpenCV's importer reads otherwise than Caffe (LayerType.opencv_limit)
+        why = l.kind.opencv_limit(l.params) if hasattr(l.kind, "opencv_limit") else None
+        if why:
+            raise Skip(f"OpenCV {cv2.__version__} {why} (layer '{l.name}')")
     np_ = to_net_param(g, DEPLOY, dialect)
     proto = tmp / f"{g.name.replace('/', '_')}.prototxt"
     model = tmp / f"{g.name.replace('/', '_')}.caffemodel"

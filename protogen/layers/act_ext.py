@@ -148,6 +148,12 @@ class Log(_Neuron):
     examples = (Example(ins=[(2, 3, 4, 4)], data=_positive),
                 Example(params=dict(base=10.0, scale=2.0, shift=0.5), ins=[(3, 6)], data=_positive))
 
+    def opencv_limit(self, p):
+        """OpenCV's Log computes ln(x) whatever log_param says (measured, OpenCV 4.14)."""
+        if (p.base, p.scale, p.shift) != (-1.0, 1.0, 0.0):
+            return "ignores log_param (it computes ln(x))"
+        return None
+
     def validate(self, p):
         if _log_base(p.base, "Log") == 0:
             raise ProtogenError("Log base 1 has no logarithm (Caffe would divide by log(1) = 0)")

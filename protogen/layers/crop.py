@@ -113,6 +113,10 @@ class Tile(LayerType):
         if p.tiles < 1:
             raise ProtogenError(f"Tile needs tiles >= 1, got {p.tiles}")
 
+    def opencv_limit(self, p):
+        """Why OpenCV's Caffe importer cannot check this layer (None: it can)."""
+        return "cannot read Caffe's Tile (its TileLayer wants a 'repeats' parameter)"
+
     def shapes(self, p, ins):
         a = _canon(p.axis, len(ins[0]), "Tile")
         s = list(ins[0])

@@ -200,6 +200,12 @@ class MVN(LayerType):
             raise ShapeError(f"MVN needs at least 2-D input, got {ins[0]}")
         return [ins[0]]
 
+    def opencv_limit(self, p):
+        """OpenCV adds eps under the square root; Caffe adds it to the standard deviation."""
+        if p.normalize_variance and p.eps > 1e-6:
+            return "adds MVN's eps to the variance, Caffe to the standard deviation"
+        return None
+
     @staticmethod
     def _axes(p, rank):
         return list(range(1 if p.across_channels else 2, rank))

@@ -65,6 +65,14 @@ class Interp(LayerType):
     def write(self, p, lp):
         _write_present(p, lp.interp_param)
 
+    def opencv_limit(self, p):
+        """Why OpenCV's Caffe importer cannot check this layer (None: it can). Measured with
+        OpenCV 4.14 (tests/layers/test_fork_layers.py): shrink_factor alone gives an empty
+        output, with zoom_factor it is ignored; pad_beg/pad_end are not read."""
+        if p.shrink_factor is not None or p.pad_beg or p.pad_end:
+            return "sizes Interp's shrink_factor and pads otherwise than Caffe"
+        return None
+
     def out_size(self, p, ins) -> tuple[int, int, int, int]:
         """(H_eff, W_eff, H_out, W_out) by the C++ rules."""
         require_rank(ins[:1], 4, "Interp")

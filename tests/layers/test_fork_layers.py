@@ -627,3 +627,26 @@ def test_bias_second_bottom_shape_mismatch_is_refused():
     with pytest.raises(ProtogenError, match="does not match"):
         graph_from_net_param(parse_prototxt(net_text(
             'layer { name: "l" type: "Bias" bottom: "x" bottom: "f" top: "y" }', {"x": x, "f": f}))).steps()
+
+
+@pytest.mark.skipif(not HAS_CV, reason="needs OpenCV's Caffe importer")
+@pytest.mark.parametrize("layer,inputs", [
+    ('layer { name: "l" type: "Tile" bottom: "x" top: "y" tile_param { axis: 1 tiles: 2 } }', {"x": (1, 2, 3, 3)}),
+    ('layer { name: "l" type: "Interp" bottom: "x" top: "y" interp_param { shrink_factor: 2 } }', {"x": (1, 2, 9, 7)}),
+    ('layer { name: "l" type: "Log" bottom: "x" top: "y" log_param { scale: 2 } }', {"x": (1, 2, 3, 3)}),
+    ('layer { name: "l" type: "MVN" bottom: "x" top: "y" mvn_param { eps: 0.5 } }', {"x": (1, 2, 3, 3)}),
+])
+def test_opencv_limits_are_real(layer, inputs):
+    """Each declared opencv_limit (verify skips OpenCV for such layers) is a real OpenCV
+    shortcoming: OpenCV fails or differs from protogen's reference (itself tested above)."""
+    xs = {k: rand(s, 52, 0.5, 2.0) for k, s in inputs.items()}
+    text = net_text(layer, xs)
+    g = graph_from_net_param(parse_prototxt(text))
+    lay = g.layers[-1]
+    assert lay.kind.opencv_limit(lay.params)
+    _, got = run(layer, xs)
+    try:
+        cv = opencv_run(text, lay, xs)
+    except cv2.error:
+        return
+    assert cv.shape != got["y"].shape or rel(cv, got["y"]) > 1e-3
