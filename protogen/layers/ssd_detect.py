@@ -44,6 +44,10 @@ def caffe_detection_output(loc, conf, prior, num_classes: int, share_location: b
     """Caffe SSD DetectionOutput (weiliu89/caffe detection_output_layer.cpp) on tensors;
     with ``arm_conf``/``arm_loc``, RefineDet's form (sfzhang15/RefineDet)."""
     import torch
+    # no gradient (Caffe's Backward is not implemented either); keeps float() quiet
+    loc, conf, prior = loc.detach(), conf.detach(), prior.detach()
+    arm_conf = None if arm_conf is None else arm_conf.detach()
+    arm_loc = None if arm_loc is None else arm_loc.detach()
     n, num_priors = loc.shape[0], prior.shape[2] // 4
     n_loc = 1 if share_location else num_classes
     loc = loc.reshape(n, num_priors, n_loc, 4)
