@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 TORCH ?= torch==2.13.0
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test outputs bench clean
+.PHONY: setup demo test test-quick outputs bench clean
 
 setup: $(STAMP)
 
@@ -29,6 +29,10 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q tests
+
+# for development: everything but the long end-to-end cases marked `slow` (CI runs `make test`)
+test-quick: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not slow" tests
 
 outputs: $(STAMP)
 	$(BIN)/python scripts/gen_outputs.py

@@ -11,7 +11,6 @@ from ..dialect import DEFAULT, Dialect
 from ..errors import ProtogenError, UnsupportedError
 from ..ir import BOTH_NETS, DEPLOY, PHASES, TEST, TRAIN, TRAIN_VAL, Graph, Layer, ParamSpec
 from ..layers import get_type
-from ..layers.base import _REGISTRY
 
 
 def pb():
@@ -121,9 +120,11 @@ _LAYER_COMMON = frozenset({"name", "type", "bottom", "top", "phase", "loss_weigh
 
 def layer_problems(lp) -> list[str]:
     """Everything about ``lp`` that protogen cannot represent (empty: fine)."""
-    if lp.type not in _REGISTRY:
+    try:
+        kind = get_type(lp.type)
+    except ProtogenError:
         return [f"unknown layer type '{lp.type}'"]
-    kind = _REGISTRY[lp.type].resolve(lp)
+    kind = kind.resolve(lp)
     bad = []
     for fd, _ in lp.ListFields():
         if fd.name in _LAYER_COMMON or fd.name == kind.param_field or fd.name in kind.benign_fields:
