@@ -463,3 +463,14 @@ def test_permute_any_order(shape, order):
     want = permute_oracle(x, order)
     for name, got in run_all(g, feeds).items():
         np.testing.assert_array_equal(got.astype(np.float32), want, err_msg=name)
+
+
+@pytest.mark.parametrize("fields", [
+    dict(num_classes=3, code_type="CENTER_SIZE", nms_param=dict(nms_threshold=0.45, top_k=0)),
+    dict(num_classes=3, code_type="CENTER_SIZE", nms_param=dict(nms_threshold=0.45), keep_top_k=0),
+    dict(num_classes=3, code_type="CENTER_SIZE", nms_param=dict(nms_threshold=0.0, top_k=5), keep_top_k=3),
+])
+def test_zero_limits(fields):
+    """top_k 0 or keep_top_k 0 leave nothing (Caffe's -1 rows); nms_threshold 0 keeps only
+    disjoint boxes."""
+    det_check(fields, _random_inputs(3, 2, 20, 3, 1))
