@@ -36,6 +36,15 @@ def _checked(fn, *args):
         raise ProtogenError(str(e)) from None
 
 
+def _batch_onehot(ctx, x: str, batch_col: str) -> str:
+    """[R, N] float: 1 where ROI r's batch index (truncated like C's int cast) is image n."""
+    from .detect_onnx import scalar
+    n = ctx.op("Squeeze", [ctx.op("Shape", [x], start=0, end=1), ctx.ints("axis0", [0])])
+    images = ctx.op("Range", [scalar(ctx, "zero", 0), n, scalar(ctx, "one", 1)])
+    batch = ctx.op("Cast", [batch_col], to=7)                                            # R, 1
+    return ctx.op("Cast", [ctx.op("Equal", [batch, images])], to=1)
+
+
 def _rois_2d(ctx, v):
     return ctx.op("Reshape", [ctx.name(v), ctx.ints("rois2d", [-1, 5])])
 
@@ -167,7 +176,7 @@ class PSROIPooling(LayerType):
         p = step.layer.params
         g, d = p.group_size, p.output_dim
         x = step.inputs[0]
-        n, h, w = ctx.static(x, 0), ctx.static(x, 2), ctx.static(x, 3)
+        h, w = ctx.static(x, 2), ctx.static(x, 3)
         rois = _rois_2d(ctx, step.inputs[1])
 
         def col(j):
@@ -205,9 +214,8 @@ class PSROIPooling(LayerType):
             return ctx.op("Cast", [inside], to=1), ctx.op("Sub", [hi, lo])            # R,G,size; R,G
         mw, cw = edges(bin_w, x1, w)
         mh, ch = edges(bin_h, y1, h)
-        batch = ctx.op("Cast", [col(0)], to=7)                                           # R, 1 (int)
-        onehot = ctx.op("Cast", [ctx.op("Equal", [batch, ctx.ints("images", list(range(n)))])], to=1)
-        xd = ctx.op("Reshape", [ctx.name(x), ctx.ints("as6", [n, d, g, g, h, w])])
+        onehot = _batch_onehot(ctx, ctx.name(x), col(0))
+        xd = ctx.op("Reshape", [ctx.name(x), ctx.ints("as6", [0, d, g, g, h, w])])
         t1 = ctx.op("Einsum", [xd, mw], equation="ndijhw,rjw->rndijh")
         t2 = ctx.op("Einsum", [t1, mh], equation="rndijh,rih->rndij")
         sums = ctx.op("Einsum", [t2, onehot], equation="rndij,rn->rdij")
@@ -261,7 +269,7 @@ class ROIAlign(LayerType):
         import numpy as np
         p = step.layer.params
         x = step.inputs[0]
-        n, h, w = ctx.static(x, 0), ctx.static(x, 2), ctx.static(x, 3)
+        h, w = ctx.static(x, 2), ctx.static(x, 3)
         rois = _rois_2d(ctx, step.inputs[1])
 
         def col(j):
@@ -304,8 +312,7 @@ class ROIAlign(LayerType):
         wy, okh = axis(2, 4, p.pooled_h, h)
         good = ctx.op("Cast", [ctx.op("And", [okw, okh])], to=1)                          # R, 1
         wx = ctx.op("Mul", [wx, ctx.op("Unsqueeze", [good, ctx.ints("ax", [2])])])
-        batch = ctx.op("Cast", [col(0)], to=7)
-        onehot_b = ctx.op("Cast", [ctx.op("Equal", [batch, ctx.ints("images", list(range(n)))])], to=1)
+        onehot_b = _batch_onehot(ctx, ctx.name(x), col(0))
         t1 = ctx.op("Einsum", [ctx.name(x), wx], equation="nchw,rjw->rnchj")
         t2 = ctx.op("Einsum", [t1, wy], equation="rnchj,rih->rncij")
         ctx.op("Einsum", [t2, onehot_b], step.outputs[0], equation="rncij,rn->rcij")
