@@ -482,6 +482,13 @@ class _ProposalBase(LayerType):
     n_bottoms = (3, 3)
     n_tops = (1, 2)
 
+    def opencv_limit(self, p):
+        """OpenCV's Proposal (modules/dnn/src/layers/proposal_layer.cpp, also for the Python
+        ProposalLayer) is PriorBox + DetectionOutput: other decoding, no min_size filter, SSD
+        NMS, always post_nms_topn rows (tests/layers/test_rcnn.py shows it)."""
+        return ("implements Proposal as PriorBox + DetectionOutput (no +1 widths, no min_size "
+                "filter, SSD NMS, post_nms_topn rows), not Caffe's proposal layer")
+
     def shapes(self, p, ins):
         s, d, info = ins
         require_rank([s, d], 4, self.type)

@@ -448,3 +448,20 @@ def test_roi_align_matches_cascade_rcnn(pad_ratio):
                          [x.shape, rois.shape])
     for rt, (got,) in run_all(g, names, tops, [x, rois]).items():
         np.testing.assert_allclose(got, want, rtol=0, atol=1e-5, err_msg=rt)
+
+
+def test_opencv_proposal_is_not_caffes():
+    """The reason Proposal.opencv_limit gives is real: OpenCV's Proposal returns
+    post_nms_topn rows where Caffe's layer returns what survives min_size and NMS."""
+    s, d, im = rpn_inputs(10, 8, 9, 4, np.asarray([[150, 170, 1.0, 1.0]], F), delta_scale=0.5)
+    p = dict(CPP_PARAMS, post_nms_topn=200)
+    want_r, _ = np_proposal_cpp(s, d, im, np_cpp_anchors(16, p["ratio"], p["scale"]), 16, 120, 200, 0.7, 16)
+    assert 0 < len(want_r) < 200
+    proto = ('name: "t"\n' + _inputs_text({"s": s.shape, "d": d.shape, "im": im.shape}) +
+             'layer { name: "p" type: "Proposal" bottom: "s" bottom: "d" bottom: "im" top: "rois" '
+             'proposal_param { feat_stride: 16 base_size: 16 min_size: 16 ' +
+             " ".join(f"ratio: {r}" for r in p["ratio"]) + " " + " ".join(f"scale: {c}" for c in p["scale"]) +
+             ' pre_nms_topn: 120 post_nms_topn: 200 nms_thresh: 0.7 } }\n')
+    got = _opencv(proto, {"s": s, "d": d, "im": im}, "p")
+    assert got.shape[0] == 200 != len(want_r)
+    assert get_type("Proposal").opencv_limit(get_type("Proposal").Params(**p))
