@@ -49,6 +49,7 @@ class ReLU(_Elementwise):
 class ReLU6(_Elementwise):
     """min(max(x, 0), 6): not in upstream Caffe; the bvlc dialect writes it as Clip."""
     type = "ReLU6"
+    schemas = ("mobilenet-yolo", "opencv")   # not in BVLC Caffe (protogen layers)
     examples = (Example(data=lambda rng, s: [rng.standard_normal(s[0]) * 5]),)
 
     def to_onnx(self, ctx, step):

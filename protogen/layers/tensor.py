@@ -427,6 +427,7 @@ def full_order(order, rank: int) -> tuple[int, ...]:
 class Permute(LayerType):
     """Transpose of axes (the weiliu89/caffe SSD extension, ``permute_param = 202``)."""
     type = "Permute"
+    schemas = ("ssd",)   # not in BVLC Caffe (protogen layers)
     examples = (Example(params=dict(order=[0, 2, 3, 1]), ins=[(2, 3, 4, 5)]),)
     param_field = "permute_param"
     Params = PermuteParams
@@ -466,6 +467,7 @@ class ShuffleChannel(LayerType):
     BVLC) Slice -> Reshape each -> Concat -> Reshape.
     """
     type = "ShuffleChannel"
+    schemas = ("shufflenet",)   # not in BVLC Caffe (protogen layers)
     examples = (Example(params=dict(group=2), ins=[(2, 6, 3, 3)]),)
     param_field = "shuffle_channel_param"
     Params = ShuffleChannelParams
