@@ -26,6 +26,11 @@ SCHEMA_NAMES = {
     "mobilenet-yolo": "MobileNet-YOLO (eric612)",
     "shufflenet": "ShuffleNet",
     "caffe-face": "caffe-face",
+    "pspnet": "PSPNet (yjxiong BN)",
+    "senet": "SENet forks",
+    "waifu2x": "waifu2x-caffe",
+    "mobilenet-v3": "MobileNet-v3 ports",
+    "pva-faster-rcnn": "PVANet Faster R-CNN",
 }
 
 
