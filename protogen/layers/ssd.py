@@ -133,6 +133,13 @@ class PriorBox(LayerType):
         if (p.step_h is not None or p.step_w is not None) and not (p.step_h and p.step_w):
             raise ProtogenError("PriorBox step_h and step_w must both be positive")
 
+    def write(self, p, lp) -> None:
+        """As the base class, plus flip and clip always written: OpenCV's importer defaults
+        clip to true (Caffe: false), so an omitted default would change OpenCV's priors."""
+        super().write(p, lp)
+        lp.prior_box_param.flip = p.flip
+        lp.prior_box_param.clip = p.clip
+
     def num_priors(self, p) -> int:
         return len(prior_box_sizes(p))
 

@@ -234,13 +234,16 @@ class DetectionOutput(LayerType):
                     for fd, _ in m.nms_param.ListFields() if fd.name not in _NMS]
         return bad
 
+    #: written even at Caffe's default: OpenCV's importer requires them
+    _ALWAYS = frozenset({"share_location", "background_label_id", "code_type", "keep_top_k"})
+
     def write(self, p, lp):
         m = lp.detection_output_param
         d = DetectionOutputParams()
         m.num_classes = p.num_classes
         for f in _TOP[1:]:
             v = getattr(p, f)
-            if v is not None and v != getattr(d, f):
+            if v is not None and (v != getattr(d, f) or f in self._ALWAYS):
                 setattr(m, f, m.DESCRIPTOR.fields_by_name[f].enum_type.values_by_name[v].number
                         if f == "code_type" else v)
         for f in _NMS:

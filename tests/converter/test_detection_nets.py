@@ -170,6 +170,26 @@ def test_ssd_net_all_runtimes_agree(rel, shape, gain, tmp_path):
     check_detector(rel, shape, gain, tmp_path)
 
 
+@pytest.mark.skipif(not HAS_CAFFE_IMPORTER, reason="OpenCV without its Caffe importer")
+def test_emitted_prototxt_runs_in_opencv(tmp_path):
+    """protogen's own Caffe form of the SSD layers (what verify hands OpenCV): OpenCV needs
+    share_location, background_label_id, code_type, keep_top_k written and reads an omitted
+    PriorBox clip as true; the detections equal the reference's."""
+    from protogen.caffe.prototxt import to_prototxt
+    rel = "chuanqi305_mobilenet-ssd/voc/MobileNetSSD_deploy.prototxt"
+    if not (CORPUS / rel).exists():
+        pytest.skip("file missing from this corpus copy")
+    g = seeded(load_model(CORPUS / rel, input_shape=(1, 3, 96, 96)), 0, 3.0)
+    emitted = tmp_path / "emitted.prototxt"
+    emitted.write_text(to_prototxt(g))
+    x = np.random.default_rng(4).standard_normal((1, 3, 96, 96)).astype(np.float32)
+    ref = run_reference(g, {"data": x})["detection_out"]
+    got = run_opencv(emitted, g, {"data": x}, ["detection_out"], tmp_path)["detection_out"]
+    assert count_detections(ref) > 0
+    d = compare_detections(got, ref, zero_padded=True)
+    assert d.ok, d.summary()
+
+
 def test_one_onnx_model_for_every_input_size():
     """The priors are computed in the graph when H/W are dynamic: one exported MobileNet-SSD
     runs at two input sizes, each equal to the reference built for that size."""
