@@ -51,6 +51,7 @@ def load_prototxt(path, phase: str | None = None) -> Graph:
     """Read a prototxt as an IR graph (the ``phase`` view when given); ``graph.notes``
     lists what was ignored."""
     msg, notes = read_net_notes(path)
+    notes += rename_repeated_layers(msg)[1]
     return _graph_of(msg, notes, path, phase)
 
 
@@ -273,7 +274,12 @@ def load_model(prototxt, caffemodel=None, phase: str | None = None, input_shape=
         # shape errors come from the prototxt itself
         raise e.with_context(file=ptxt)
     # layers that compute something rarely intended say so (LayerType.note; engineer E)
-    notes += [f"layer '{l.name}' ({l.type}): {n}" for l in g
-              if hasattr(l.kind, "note") and (n := l.kind.note(l.params))]
+    said: dict[str, list[str]] = {}
+    for l in g:
+        n = l.kind.note(l.params) if hasattr(l.kind, "note") else None
+        if n:
+            said.setdefault(f"{l.type}: {n}", []).append(repr(l.name))
+    notes += [f"{len(ls)} layer(s) ({', '.join(ls[:3])}{', ...' if len(ls) > 3 else ''}) {t}"
+              for t, ls in said.items()]
     g.notes = notes
     return g
