@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
+from .._lazy import numpy as np
 
 #: per parameter message: (filler field or None, Caffe's default (type, value)) per blob
 BLOB_FILLERS = {
