@@ -11,6 +11,7 @@ to the paper's preferred configuration; MobileNet v2 latency / v1 latency), neve
 from __future__ import annotations
 
 import argparse
+import json
 import platform
 import sys
 import time
@@ -71,6 +72,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--write-docs", action="store_true", help="full run; write docs/speed.md and plots")
     ap.add_argument("--rounds", type=int, default=None)
+    ap.add_argument("--from-json", default=None, metavar="FILE",
+                    help="re-write docs/speed.md from a saved run (build/speed-results.json)")
     args = ap.parse_args(argv)
     from protogen.bench import bench_guidelines
     t0 = time.perf_counter()
@@ -79,11 +82,19 @@ def main(argv=None) -> int:
         print_ratios(tables, mobilenets(threads_list=(1,), rounds=args.rounds or 3))
         return 0
     from benchmarks._speed_doc import write_doc, zoo_section
+    saved = ROOT / "build" / "speed-results.json"
+    if args.from_json:
+        d = json.loads(Path(args.from_json).read_text())
+        write_doc(d["tables"], d["mob"], d["zoo"], cpu=d["cpu"], seconds=d["seconds"])
+        return 0
     tables = bench_guidelines(threads=1, rounds=args.rounds or 7, progress=_progress)
     mob = mobilenets(rounds=args.rounds or 10)
     print_ratios(tables, mob)
     zoo = zoo_section(progress=_progress)
-    write_doc(tables, mob, zoo, cpu=_cpu(), seconds=time.perf_counter() - t0)
+    d = {"tables": tables, "mob": mob, "zoo": zoo, "cpu": _cpu(), "seconds": time.perf_counter() - t0}
+    saved.parent.mkdir(exist_ok=True)
+    saved.write_text(json.dumps(d))
+    write_doc(d["tables"], d["mob"], d["zoo"], cpu=d["cpu"], seconds=d["seconds"])
     return 0
 
 
