@@ -378,10 +378,8 @@ def _check_options(blobs: str, providers, batch: int) -> tuple[str, ...]:
 
 
 def _seed_weights(graph: Graph, seed: int, batch: int) -> None:
-    from .weights import calibrate_batchnorm, init_weights
-    init_weights(graph, seed)
-    if any(l.type == "BatchNorm" for l in graph.layers):
-        calibrate_batchnorm(graph, seed, batch)
+    from .weights import seeded_weights      # the one way (emit, convert, verify alike)
+    seeded_weights(graph, seed, batch=batch)
 
 
 def _runtimes(providers, opencv: bool) -> list[tuple[str, str]]:
