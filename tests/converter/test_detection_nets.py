@@ -211,10 +211,21 @@ def test_one_onnx_model_for_every_input_size():
         assert d.ok, f"{hw}: {d.summary()}"
 
 
+#: nets whose OpenCV run differs before the detection head, for a reason outside it: OpenCV's
+#: Caffe importer builds Axpy as Scale(bottom[2], bottom[0]) + bottom[1], i.e. a*Y + X, where
+#: the SENet fork's Axpy computes top = bottom[0] * bottom[1] + bottom[2] (a*X + Y); measured
+#: at RefineDet SE-ResNeXt's first Axpy (conv2_1): OpenCV == a*Y + X to 9e-7, reference ==
+#: a*X + Y exactly
+OPENCV_WRONG = {
+    "mkchoi-0323_modified_refinedet/deploys/seresnext50_320x320/deploy_1000.prototxt":
+        "OpenCV's Axpy computes a*bottom[2] + bottom[1]",
+}
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("rel,shape,gain", SLOW, ids=[r.split("/")[0] for r, _, _ in SLOW])
 def test_ssd_net_all_runtimes_agree_full_size(rel, shape, gain, tmp_path):
-    check_detector(rel, shape, gain, tmp_path)
+    check_detector(rel, shape, gain, tmp_path, opencv=rel not in OPENCV_WRONG)
 
 
 # ----------------------------------------------------------------------------- a real detector
