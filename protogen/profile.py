@@ -261,57 +261,58 @@ def _check_provider(provider: str):
 
 
 # ----------------------------------------------------------------------------- PyTorch CUDA
-def _torch_cuda_profile(g: Graph, feeds: dict, threads, warmup: int, repeat: int,
-                        per_layer: bool) -> dict:
+def _clock(torch, device: str):
+    """(mark, elapsed_ms, sync) for ``device``: CUDA events on the GPU, perf_counter on the CPU."""
+    if device == "cuda":
+        def mark():
+            e = torch.cuda.Event(enable_timing=True)
+            e.record()
+            return e
+        return mark, lambda a, b: a.elapsed_time(b), torch.cuda.synchronize
+    return time.perf_counter, lambda a, b: (b - a) * 1e3, None
+
+
+def _torch_profile(g: Graph, feeds: dict, threads, warmup: int, repeat: int,
+                   per_layer: bool, device: str = "cuda") -> dict:
+    """The PyTorch reference executor (float32, TF32 off) timed on ``device``; per layer
+    through its step hook (a mark before each step, one at the end)."""
     import torch
     from .torch_ref import TorchNet
     if threads:
         torch.set_num_threads(threads)
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
-    dev = torch.device("cuda")
-    net = TorchNet.from_graph(g).eval().to(dev)
-    inputs = {k: torch.from_numpy(v).to(dev) for k, v in feeds.items()}
-    sync = torch.cuda.synchronize
+    net = TorchNet.from_graph(g).eval().to(device)
+    inputs = {k: torch.from_numpy(v).to(device) for k, v in feeds.items()}
+    mark, elapsed, sync = _clock(torch, device)
 
     def run():
         with torch.no_grad():
             return net(inputs)
     times = time_runs(run, warmup, repeat, sync)
-    res = {"runtime": f"torch {torch.__version__} CUDA ({torch.cuda.get_device_name(0)}), "
-                      "PyTorch reference executor, float32, TF32 off",
-           "times": times}
+    name = torch.cuda.get_device_name(0) if device == "cuda" else "CPU"
+    res = {"runtime": f"torch {torch.__version__} {device.upper()} ({name}), PyTorch reference "
+                      "executor, float32, TF32 off", "times": times}
     if not per_layer:
         return res
     per = {st.layer.name: 0.0 for st in net.steps}
     n_runs = max(3, min(repeat, 20))
     run_ms = 0.0
-    with torch.no_grad():
-        for k in range(warmup + n_runs):
-            vals, marks = {}, []
-            t_start = torch.cuda.Event(enable_timing=True)
-            t_start.record()
-            for st in net.steps:
-                l = st.layer
-                if l.kind.is_input:
-                    for top, v in zip(l.tops, st.outputs):
-                        vals[v] = inputs.get(v, inputs.get(top))
-                    continue
-                a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-                a.record()
-                outs = l.kind.torch_forward(l.params, [vals[v] for v in st.inputs],
-                                            net.layer_blobs(l.name), n_tops=len(st.outputs))
-                b.record()
-                marks.append((l.name, a, b))
-                for v, t in zip(st.outputs, outs):
-                    vals[v] = t
-            t_end = torch.cuda.Event(enable_timing=True)
-            t_end.record()
+    for k in range(warmup + n_runs):
+        marks = []
+
+        def hook(st, xs, marks=marks):
+            marks.append((st.layer.name, mark()))
+        start = mark()
+        with torch.no_grad():
+            net(inputs, hook=hook)
+        end = mark()
+        if sync:
             sync()
-            if k >= warmup:
-                run_ms += t_start.elapsed_time(t_end)
-                for name, a, b in marks:
-                    per[name] += a.elapsed_time(b)
+        if k >= warmup:
+            run_ms += elapsed(start, end)
+            for (lname, a), (_, b) in zip(marks, marks[1:] + [("", end)]):
+                per[lname] += elapsed(a, b)
     res.update(node_ms={k: v / n_runs for k, v in per.items()}, profiled_run_ms=run_ms / n_runs,
                profiled_runs=n_runs, onnx_nodes=None, kept_nodes=None)
     return res
@@ -334,7 +335,7 @@ def profile(graph: Graph, *, provider: str = "cpu", batch: int = 1, threads: int
     g = prepared(graph, batch, seed)
     feeds = _feeds(g, seed)
     if providers is None:
-        raw = _torch_cuda_profile(g, feeds, threads, warmup, repeat, per_layer)
+        raw = _torch_profile(g, feeds, threads, warmup, repeat, per_layer, "cuda")
     else:
         raw = _ort_profile(g, feeds, providers, threads, warmup, repeat, per_layer)
     sp = spread(raw["times"])

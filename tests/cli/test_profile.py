@@ -12,6 +12,7 @@ import sys
 
 import pytest
 
+from protogen import stats
 from protogen.dsl import Net
 from protogen.profile import _layer_of, profile
 from tests.helpers import REPO
@@ -119,3 +120,18 @@ def test_bad_options_one_line(tmp_path):
     assert r.returncode == 2 and "--repeat must be >= 1" in r.stderr
     r = run_cli("profile", "shufflenet_v2", "--plot", str(tmp_path / "p.jpg"))
     assert r.returncode == 2 and "--plot must end in" in r.stderr
+
+
+def test_torch_timing_path_per_layer_on_cpu():
+    # the --provider cuda fallback (PyTorch reference timed per layer through its step hook),
+    # exercised on the CPU clock: every timed name is a layer, the sum within the runs
+    from protogen.profile import _feeds, _per_layer, _torch_profile, prepared
+    g = prepared(small_net().graph, 1)
+    raw = _torch_profile(g, _feeds(g, 0), 1, 1, 3, True, device="cpu")
+    assert raw["runtime"].startswith("torch ") and len(raw["times"]) == 3
+    names = [l.name for l in g.layers]
+    assert set(raw["node_ms"]) == set(names)
+    assert 0 < sum(raw["node_ms"].values()) <= raw["profiled_run_ms"] + 1e-6
+    rows = _per_layer(g, raw, stats.compute(g)["layers"])
+    assert [l["name"] for l in rows["layers"]] == names
+    assert all(l["time_ms"] > 0 for l in rows["layers"] if l["type"] != "Input")
