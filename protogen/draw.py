@@ -278,6 +278,9 @@ def layout(pic: Picture, rankdir: str = "TB", sweeps: int = 8) -> Picture:
                 nbs = up[k] + down[k]
                 want.append(sum(across[u] for u in nbs) / len(nbs) if nbs else across[k])
             _place(lay, want, [vnodes[k][1] for k in lay], across)
+    for lay in layers:             # a plain chain link sits straight under its only parent
+        if len(lay) == 1 and len(up[lay[0]]) == 1 and len(down[up[lay[0]][0]]) == 1:
+            across[lay[0]] = across[up[lay[0]][0]]
     lo = min(across[k] - vnodes[k][1] / 2 for k in vnodes)
     for k in across:
         across[k] -= lo - 10
