@@ -37,6 +37,8 @@ class ReLU(_Elementwise):
     def torch_forward(self, p, xs, blobs, n_tops=1):
         import torch
         x = xs[0]   # Caffe: max(x, 0) + negative_slope * min(x, 0)
+        if p.negative_slope == 0 and not bool(torch.isneginf(x).any()):
+            return [torch.clamp(x, min=0)]      # the same values in one pass (0 * -inf is NaN)
         return [torch.clamp(x, min=0) + p.negative_slope * torch.clamp(x, max=0)]
 
     def torch_source(self, p, src, step):
