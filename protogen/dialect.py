@@ -74,6 +74,11 @@ class Dialect:
         return self.name == "default"
 
     @property
+    def has_interp(self) -> bool:
+        """Whether the DeepLab/PSPNet fork's Interp layer (align-corners bilinear) may be written."""
+        return self.name == "default"
+
+    @property
     def tag(self) -> str:
         """A short file-name tag: '' for the default dialect."""
         if self == Dialect():

@@ -83,10 +83,18 @@ class Resize(OpConverter):
         scales, out = self._factors(ctx, n, a, shape)
         if out[:2] != list(shape[:2]):
             raise Refuse("Resize of the batch or channel axis has no Caffe layer")
-        if mode != "nearest":
-            raise Refuse(f"Resize mode '{mode}' has no exact Caffe form in dialect "
-                         f"'{ctx.dialect.name}' (only nearest-neighbour by an integer factor)")
         ctm = _text(a.get("coordinate_transformation_mode"), self.default_ctm)
+        if mode == "linear" and ctm == "align_corners" and ctx.dialect.has_interp:
+            # the fork's Interp is exactly align-corners bilinear to a given size
+            # (semantics: hszhao/PSPNet src/caffe/layers/interp_layer.cpp, via layers/resize.py)
+            from ..layers.resize import InterpParams
+            ctx.emit(i, "Interp", InterpParams(height=int(out[2]), width=int(out[3])))
+            return
+        if mode != "nearest":
+            where = ("the Interp layer of the default dialect" if ctm == "align_corners"
+                     else "no Caffe layer (Interp is align-corners only)")
+            raise Refuse(f"Resize mode '{mode}' ({ctm}) has no exact Caffe form in dialect "
+                         f"'{ctx.dialect.name}': {where}")
         nearest = _text(a.get("nearest_mode"), "round_prefer_floor")
         factors = []
         for size, o, s in zip(shape[2:], out[2:], scales[2:]):

@@ -172,3 +172,14 @@ def test_elu_worked_example(tmp_path):
     m = model([conv, helper.make_node("Elu", ["c"], ["y"], name="elu", alpha=0.7)], X.shape, inits, 13)
     types, text = check(m, X, tmp_path, types=["Input", "Convolution", "ELU"])
     assert "alpha: 0.7" in text
+
+
+def test_resize_linear_align_corners_is_interp_in_default_dialect(tmp_path):
+    """The fork Interp layer (OpenCV has it; upstream Caffe does not): default dialect only."""
+    conv, inits = conv_in()
+    node = helper.make_node("Resize", ["c", "", "", "sizes"], ["y"], name="interp", mode="linear",
+                            coordinate_transformation_mode="align_corners")
+    m = model([conv, node], X.shape, inits + [("sizes", np.array([1, 6, 17, 13], np.int64))], 13)
+    check(m, X, tmp_path, types=["Input", "Convolution", "Interp"], dialect=Dialect.make("default"))
+    with pytest.raises(UnsupportedError, match="Interp layer of the default dialect"):
+        load_onnx(m, dialect=PORTABLE)
