@@ -89,11 +89,7 @@ def model(name: str, *options: Option, summary: str = "", aliases: tuple = ()):
 
 def _load_all() -> None:
     for m in _MODULES:
-        try:
-            importlib.import_module(f".{m}", __name__)
-        except ModuleNotFoundError as e:
-            if e.name != f"{__name__}.{m}":
-                raise
+        importlib.import_module(f".{m}", __name__)
 
 
 def models() -> dict[str, Model]:
