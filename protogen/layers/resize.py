@@ -106,27 +106,36 @@ class Interp(LayerType):
                 and (p.height is None or p.width is None))
 
     def to_onnx(self, ctx, step):
-        """Slice (the pads' crop), then Resize linear / align_corners to the output size."""
+        """Slice (the pads' crop), then the C++ interpolation itself: Gather of the source
+        rows/columns and their weights, computed in float32 as interp.cpp does (ONNX Resize
+        computes its positions otherwise: up to ~1e-5 relative apart on large resizes)."""
         p = step.layer.params
         h_eff, w_eff, ho, wo = self.out_size(p, step.in_shapes)
+        for v in step.inputs:                       # indices and weights are baked per size
+            ctx.static(v, 2)
+            ctx.static(v, 3)
         x = ctx.name(step.inputs[0])
+        out = step.outputs[0]
         if p.pad_beg or p.pad_end:
             b = -p.pad_beg
-            ctx.static(step.inputs[0], 2)
-            ctx.static(step.inputs[0], 3)
             x = ctx.op("Slice", [x, ctx.ints("starts", [b, b]), ctx.ints("ends", [b + h_eff, b + w_eff]),
-                                 ctx.ints("axes", [2, 3])])
-        if self._from_bottom(p, len(step.inputs)):
-            hw = ctx.op("Shape", [ctx.name(step.inputs[1])], start=2, end=4)
-        else:
-            if p.height is None or p.shrink_factor is not None or p.zoom_factor is not None:
-                ctx.static(step.inputs[0], 2)       # the size follows the input's
-                ctx.static(step.inputs[0], 3)
-            hw = ctx.ints("hw", [ho, wo])
-        nc = ctx.op("Shape", [ctx.name(step.inputs[0])], start=0, end=2)
-        sizes = ctx.op("Concat", [nc, hw], axis=0)
-        ctx.op("Resize", [x, "", "", sizes], step.outputs[0], mode="linear",
-               coordinate_transformation_mode="align_corners")
+                                 ctx.ints("axes", [2, 3])], out if (h_eff, w_eff) == (ho, wo) else None)
+        if (h_eff, w_eff) == (ho, wo):              # interp.cpp: same size, a copy
+            if not (p.pad_beg or p.pad_end):
+                ctx.alias(out, step.inputs[0])
+            return
+        h0, h1, lh = self._taps(h_eff, ho)
+        w0, w1, lw = self._taps(w_eff, wo)
+
+        def cols(rows, tag):
+            a = ctx.op("Gather", [rows, ctx.ints("w0", w0)], axis=3)
+            b = ctx.op("Gather", [rows, ctx.ints("w1", w1)], axis=3)
+            return ctx.op("Add", [ctx.op("Mul", [a, ctx.const(f"{tag}_w0lambda", 1 - lw)]),
+                                  ctx.op("Mul", [b, ctx.const(f"{tag}_w1lambda", lw)])])
+        top = cols(ctx.op("Gather", [x, ctx.ints("h0", h0)], axis=2), "top")
+        bot = cols(ctx.op("Gather", [x, ctx.ints("h1", h1)], axis=2), "bottom")
+        ctx.op("Add", [ctx.op("Mul", [top, ctx.const("h0lambda", (1 - lh).reshape(-1, 1))]),
+                       ctx.op("Mul", [bot, ctx.const("h1lambda", lh.reshape(-1, 1))])], out)
 
     @staticmethod
     def _taps(n_in: int, n_out: int):
@@ -157,13 +166,28 @@ class Interp(LayerType):
         return [(1 - lh) * top + lh * bot]
 
     def torch_source(self, p, src, step):
+        """Caffe's float32 sample positions as buffers (F.interpolate's align_corners places
+        them in the tensor's own precision), then the two-tap blend along H and W."""
+        from ..torch_codegen import num
         h_eff, w_eff, ho, wo = self.out_size(p, step.in_shapes)
         x = src.x()
         if p.pad_beg or p.pad_end:
             b = -p.pad_beg
             x = f"{x}[:, :, {b}:{b + h_eff}, {b}:{b + w_eff}]"
-        size = f"{src.x(1)}.shape[2:]" if self._from_bottom(p, len(step.inputs)) else f"({ho}, {wo})"
-        src.assign(f"F.interpolate({x}, size={size}, mode='bilinear', align_corners=True)")
+        if (h_eff, w_eff) == (ho, wo):
+            src.assign(x)
+            return
+        pos = {}
+        for axis, n_in, n_out in (("h", h_eff, ho), ("w", w_eff, wo)):
+            r = np.float32(n_in - 1) / np.float32(n_out - 1) if n_out > 1 else np.float32(0)
+            pos[axis] = src.constant(f"pos_{axis}", f"torch.arange({n_out}, dtype=torch.float32) * {num(r)}",
+                                     "Caffe's float32 source positions" if axis == "h" else "")
+        src.line(f"_h0, _w0 = {pos['h']}.long(), {pos['w']}.long()", True)
+        src.line(f"_h1, _w1 = (_h0 + 1).clamp(max={h_eff - 1}), (_w0 + 1).clamp(max={w_eff - 1})")
+        src.line(f"_lh, _lw = ({pos['h']} - _h0)[:, None], {pos['w']} - _w0")
+        src.line(f"_t, _b = {x}[:, :, _h0], {x}[:, :, _h1]")
+        src.assign("(1 - _lh) * ((1 - _lw) * _t[..., _w0] + _lw * _t[..., _w1]) "
+                   "+ _lh * ((1 - _lw) * _b[..., _w0] + _lw * _b[..., _w1])")
 
 
 # --------------------------------------------------------------------------- Upsample
