@@ -280,7 +280,10 @@ class DetectionOutput(LayerType):
             raise ShapeError("DetectionOutput with arm_loc (RefineDet) needs share_location")
         if len(ins) > 4 and int(np.prod(ins[4][1:])) != n_p * n_loc * 4:
             raise ShapeError(f"DetectionOutput: arm_loc {ins[4]} does not hold {n_p} priors x {n_loc} x 4")
-        return [(1, 1, 1, 7)]       # Caffe's Reshape: the row count is known only at forward
+        # the row count is known only at forward (Caffe's Reshape says (1, 1, 1, 7)); the rule
+        # gives the no-detection form (1, 1, N, 7), N = batch, as the YOLO/R-CNN detection types
+        # do: the row axis follows the batch and is symbolic in ONNX
+        return [(1, 1, loc[0], 7)]
 
     # ------------------------------------------------------------------ torch
     def torch_forward(self, p, xs, blobs, n_tops=1):
