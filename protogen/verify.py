@@ -258,7 +258,8 @@ def deploy_view(graph: Graph, batch: int) -> Graph:
 
 
 def seeded_inputs(steps, seed: int) -> dict[str, np.ndarray]:
-    """One seeded array per input value (input ``i`` drawn with ``seed + i``)."""
+    """One seeded array per input value (input ``i`` drawn with ``seed + i``); ``steps``: a
+    :class:`protogen.ir.Resolved` or its steps."""
     from .weights import seeded_input
     feeds = {}
     for st in steps:
@@ -280,19 +281,20 @@ class Session:
 
     def __init__(self, graph: Graph, batch: int, seed: int, blobs: str, dialect: Dialect, progress):
         self.g = deploy_view(graph, batch)
-        self.steps = self.g.steps()
+        self.resolved = self.g.resolve()
+        self.steps = self.resolved.steps
         missing = missing_weights(self.steps)
         if missing:
             raise ProtogenError(f"{len(missing)} layer(s) have no weights: "
                                 + ", ".join(f"'{m}'" for m in missing))
         self.feeds = seeded_inputs(self.steps, seed)
-        self.outputs = [o for o in self.g.outputs() if o not in self.feeds]
+        self.outputs = [o for o in self.resolved.outputs if o not in self.feeds]
         self.want_all = blobs == "all"
         #: every non-input SSA value, in step order
         self.values = [v for st in self.steps if not st.layer.kind.is_input for v in st.outputs]
         self.wanted = list(self.values if self.want_all else self.outputs)
-        self.shapes = {v: s for st in self.steps for v, s in zip(st.outputs, st.out_shapes)}
-        self.producer = {v: st for st in self.steps for v in st.outputs}
+        self.shapes = self.resolved.shapes
+        self.producer = self.resolved.producer
         self.dialect, self.progress = dialect, progress
         self.tmp: Path | None = None
         self._onnx: dict[bool, object] = {}
@@ -566,7 +568,7 @@ def _excuse_known_defects(rep: Report, s: Session) -> None:
     d = rep.divergence.get(defects.RUNTIME)
     if not d or not d.get("layer"):
         return
-    st = next(x for x in s.steps if x.layer.name == d["layer"])
+    st = s.resolved.step(d["layer"])
     defect = defects.find(st.layer, st.in_shapes)
     if defect is None:
         return

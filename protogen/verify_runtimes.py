@@ -33,8 +33,7 @@ def run_torch(g: Graph, feeds, want_all: bool, device: str = "cpu", double: bool
     if double:
         net = net.double()
     net = net.to(device)
-    import inspect
-    kw = {"hook": hook} if hook is not None and "hook" in inspect.signature(net.forward).parameters else {}
+    kw = {"hook": hook} if hook is not None else {}
     with torch.no_grad():
         out = net({k: torch.from_numpy(v).to(device) for k, v in feeds.items()}, all_blobs=want_all, **kw)
     return {k: v.detach().cpu().numpy() for k, v in out.items()}
@@ -134,17 +133,11 @@ def _weights_only(net_param):
 def caffe_ssa(net_param) -> dict[str, tuple[str, int]]:
     """SSA value name -> (Caffe layer name, top index) for a NetParameter, with the IR's
     naming (the last write of a blob keeps its name, earlier writes are ``blob@k``)."""
-    n_writes: dict[str, int] = {}
-    for lp in net_param.layer:
-        for t in lp.top:
-            n_writes[t] = n_writes.get(t, 0) + 1
-    seen: dict[str, int] = {}
+    from .ir import ssa_names
     out = {}
-    for lp in net_param.layer:
-        for i, t in enumerate(lp.top):
-            k = seen.get(t, 0) + 1
-            seen[t] = k
-            out[t if k == n_writes[t] else f"{t}@{k}"] = (lp.name, i)
+    for lp, names in zip(net_param.layer, ssa_names(list(lp.top) for lp in net_param.layer)):
+        for i, v in enumerate(names):
+            out[v] = (lp.name, i)
     return out
 
 
