@@ -152,6 +152,9 @@ class LayerType:
     inplace: ClassVar[bool] = False
     #: a source of data (Input, Data, ...)
     is_input: ClassVar[bool] = False
+    #: the inference net's entry (Input): one shape per top, given as parameters; data layers
+    #: (is_input too) read files. Use this flag instead of comparing the type with "Input"
+    is_deploy_input: ClassVar[bool] = False
     #: a loss layer: contributes loss_weight 1 by default
     is_loss: ClassVar[bool] = False
     #: only relabels memory; costs no memory access

@@ -37,6 +37,7 @@ class Input(LayerType):
     n_bottoms = (0, 0)
     n_tops = (1, None)
     is_input = True
+    is_deploy_input = True
 
     def validate(self, p):
         for s in p.shape:
