@@ -21,12 +21,17 @@ def add_parser(sub):
 
 def run(args) -> int:
     from .. import stats
+    from ..progress import Progress
     src = args.model
-    if options.is_model_file(src) and not options.is_onnx_file(src) \
-            and not (args.input_shape or args.phase):
-        graph, _ = options.load_graph(src, args, args.model_options)     # as written
-    else:
-        graph, _, _ = options.load_inference(src, args, args.model_options)
-    s = options.in_file(src, lambda: stats.compute(graph))
+    with Progress(title="stats") as bar:
+        if options.is_model_file(src):
+            bar.stage(f"reading {src}")
+        if options.is_model_file(src) and not options.is_onnx_file(src) \
+                and not (args.input_shape or args.phase):
+            graph, _ = options.load_graph(src, args, args.model_options)     # as written
+        else:
+            graph, _, _ = options.load_inference(src, args, args.model_options)
+        bar.stage(f"counting {len(graph.layers)} layers")
+        s = options.in_file(src, lambda: stats.compute(graph))
     print(json.dumps(s, indent=1) if args.json else stats.format_table(s))
     return 0

@@ -43,6 +43,8 @@ def add_parser(sub):
 
 def _verify_one(args, source: str, extra, dialect, progress=None):
     from ..verify import verify
+    if progress is not None and options.is_model_file(source):
+        progress.stage(f"reading {source}")
     graph, net, loaded = options.in_file(source, lambda: options.load_inference(source, args, extra))
     return verify(graph, seed=args.seed, batch=args.batch, providers=tuple(args.providers.split(",")),
                   opencv=args.opencv, dialect=dialect, blobs=args.blobs, weights_loaded=loaded,
