@@ -590,7 +590,7 @@ def _excuse_known_defects(rep: Report, s: Session) -> None:
 
 
 def _dialect_name(d: Dialect) -> str:
-    return d.name if d.tag in ("", "bvlc") else f"{d.name}+{d.tag}"
+    return d.name if d.tag in ("", d.name) else f"{d.name}+{d.tag}"
 
 
 def render_report(reports: list[Report], fmt: str) -> str:
