@@ -44,6 +44,16 @@ def test_every_subcommand_module_follows_the_pattern():
         assert callable(mod.add_parser) and callable(mod.run)
 
 
+def test_every_phase_option_is_the_shared_one():
+    # subcommands added later (layers, profile, bench, draw...) too: one --phase, one help
+    with_phase = [name for name, p in _subparsers().items()
+                  if any("--phase" in a.option_strings for a in p._actions)]
+    assert {"emit", "stats", "verify", "convert", "diff"} <= set(with_phase)
+    for name in with_phase:
+        assert " ".join(PHASE_HELP.split()) in _help(name), name
+        assert "--phase {test,train}" in _help(name), name
+
+
 @pytest.mark.parametrize("cmd", ["emit", "stats", "verify", "convert", "diff"])
 def test_phase_means_the_same_everywhere(cmd):
     text = _help(cmd)
