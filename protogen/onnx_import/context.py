@@ -59,6 +59,7 @@ class ImportContext:
         self.pad_fold: dict[str, tuple] = {}       # Pad output -> (input tensor, pads, value)
         self.flattened: dict[str, str] = {}        # Flatten output -> input (read by a Gemm)
         self.scaled: dict[str, tuple] = {}          # Mul output -> (input, scalar) for Eltwise coeff
+        self.bare_scale = None                      # the last Scale made from x * constant block
 
     # ------------------------------------------------------------------ registry
     def converter(self, n):

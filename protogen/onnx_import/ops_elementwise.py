@@ -121,13 +121,13 @@ def affine_const(ctx, i, n, x, c, mul):
     blob = c.reshape(shape[axis:end])
     if mul:
         ctx.add_layer(name, "Scale", [ctx.bottom(x)], [out], ScaleParams(axis=axis, num_axes=end - axis), [blob])
+        ctx.bare_scale = ctx.layers[-1]         # a following added constant may become its bias
     else:
         # an added per-channel constant: merged into the Scale just before it (x*g + b, one
         # Caffe Scale with bias_term) or a Scale with gamma 1 (OpenCV and several Caffe
         # forks lack the Bias layer)
         last = ctx.layers[-1]
-        if (last.type == "Scale" and len(last.bottoms) == 1 and not last.params.bias_term
-                and last.tops == [ctx.blob[x]] and out == ctx.blob[x]
+        if (last is ctx.bare_scale and last.tops == [ctx.blob[x]] and out == ctx.blob[x]
                 and (last.params.axis, last.params.num_axes) == (axis, end - axis)):
             ctx.layers.pop()
             ctx.layer_names.discard(name)
