@@ -144,9 +144,9 @@ def load_onnx(path_or_model, *, dialect: Dialect = DEFAULT, input_shapes=None) -
     return g
 
 
-def write_caffe(graph: Graph, prototxt_path, dialect: Dialect = PORTABLE, caffemodel_path=None) -> tuple[Path, Path]:
+def write_caffe(graph: Graph, prototxt_path, dialect: Dialect = DEFAULT, caffemodel_path=None) -> tuple[Path, Path]:
     """Write an imported graph as a deploy prototxt + caffemodel (``.caffemodel`` beside the
-    prototxt unless given). Both are generated into temporary files and renamed into place
+    prototxt unless given), in the dialect the graph was loaded for (``load_onnx``'s). Both are generated into temporary files and renamed into place
     together: an error leaves neither. Returns (prototxt path, caffemodel path)."""
     from google.protobuf import text_format
 
