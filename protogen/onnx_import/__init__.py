@@ -14,11 +14,12 @@ The package:
   converters share;
 * :mod:`.driver`: check every node first, fold constants, convert in node order, raise every
   problem at once, write Caffe files;
-* ``ops_*.py``: the converters, by family (conv, pool, act, norm, elementwise, shape, pad,
-  const).
+* ``ops_*.py``: the converters, by family (conv, pool, act, compose, norm, elementwise,
+  shape, pad, resize, const).
 
-How an op is added: docs/architecture.md ("Adding an ONNX import op"); the mapping table is
-in docs/onnx-import.md.
+``onnx_to_caffe`` writes the ``portable`` dialect by default (what upstream Caffe, OpenCV's
+Caffe importer and older forks all load). How an op is added, and the mapping table:
+docs/onnx-import.md ("Adding an ONNX import op").
 """
 from __future__ import annotations
 
