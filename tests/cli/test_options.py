@@ -144,3 +144,24 @@ def test_stats_and_verify_read_onnx(tmp_path, capsys):
 def test_zoo_options_are_refused_where_no_zoo_model_is_read(capsys):
     assert "unrecognized arguments: --groups 3" in _fail(capsys, "diff", "resnet18", "resnet18",
                                                         "--groups", "3")
+
+
+def test_missing_weights_name_every_layer(tmp_path, capsys):
+    pytest.importorskip("torch")
+    net = tmp_path / "t.prototxt"
+    net.write_text('name: "t"\ninput: "data" input_shape { dim: 1 dim: 3 dim: 5 dim: 5 }\n'
+                   'layer { name: "conv1" type: "Convolution" bottom: "data" top: "conv1" '
+                   'convolution_param { num_output: 4 kernel_size: 3 weight_filler { type: "gaussian" } } }\n'
+                   'layer { name: "conv2" type: "Convolution" bottom: "conv1" top: "conv2" '
+                   'convolution_param { num_output: 4 kernel_size: 3 weight_filler { type: "xavier" } } }\n'
+                   'layer { name: "fc" type: "InnerProduct" bottom: "conv2" top: "fc" '
+                   'inner_product_param { num_output: 3 } }\n')
+    only_fc = tmp_path / "fc.prototxt"
+    only_fc.write_text('name: "t"\ninput: "data" input_shape { dim: 1 dim: 4 dim: 1 dim: 1 }\n'
+                       'layer { name: "fc" type: "InnerProduct" bottom: "data" top: "fc" '
+                       'inner_product_param { num_output: 3 } }\n')
+    weights = tmp_path / "fc.caffemodel"
+    assert main(["emit", str(only_fc), "--format", "caffemodel", "-o", str(weights)]) == 0
+    rc = main(["verify", str(net), "--weights", str(weights), "--no-opencv"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "layer 'conv1'" in err and "layer 'conv2'" in err, err
