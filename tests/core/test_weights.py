@@ -46,6 +46,7 @@ def test_convert_path_seeds_calibrated_weights(mobilenet_prototxt):
     assert sensitivity(graph, logits) > 0.05
 
 
+@pytest.mark.slow
 def test_drawn_statistics_alone_were_degenerate(mobilenet_prototxt):
     """The failure the calibration fixes (what convert did before): drawn BatchNorm statistics
     let the input's influence fade below verify's threshold."""

@@ -41,8 +41,14 @@ def _deploy_text(model: str, dialect: str) -> str:
     return to_prototxt(n.graph, DEPLOY, n.dialect)
 
 
+#: big nets (over ~5 s each on a busy machine) run only in the full suite (`make test`)
+SLOW_MODELS = {"resnet101", "resnet152", "resnext101_32x4d", "resnext101_64x4d", "inception_v3",
+               "inception_v4", "inception_resnet_v1", "inception_resnet_v2", "xception"}
+
+
 @pytest.mark.parametrize("dialect", list(DIALECTS))
-@pytest.mark.parametrize("model", MODELS)
+@pytest.mark.parametrize("model", [pytest.param(m, marks=pytest.mark.slow) if m in SLOW_MODELS else m
+                                   for m in MODELS])
 def test_opencv_runs_zoo_net_with_our_shapes(model, dialect, tmp_path):
     text = _deploy_text(model, dialect)
     if dialect != "default" and text == _deploy_text(model, "default"):

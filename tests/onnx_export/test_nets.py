@@ -37,7 +37,7 @@ def torch_run(net, x, all_blobs=False):
         return {k: v.numpy() for k, v in net({"data": torch.from_numpy(x)}, all_blobs=all_blobs).items()}
 
 
-@pytest.fixture(scope="module", params=["shufflenet_v1", "mobilenet_v1"])
+@pytest.fixture(scope="module", params=["shufflenet_v1", pytest.param("mobilenet_v1", marks=pytest.mark.slow)])
 def zoo_net(request):
     g = zoo.build(request.param).graph
     init_weights(g, 1)
@@ -105,6 +105,7 @@ def test_dynamic_spatial_size_where_the_net_allows():
     assert dims == ["N", 3, 224, 224]
 
 
+@pytest.mark.slow
 def test_cli_emit_onnx_carries_the_caffemodel_weights(tmp_path):
     from protogen.caffe.caffemodel import read_caffemodel
     from protogen.cli import main

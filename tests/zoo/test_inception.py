@@ -253,8 +253,8 @@ def test_tf_origin_nets_use_bn_eps_1e3_and_caffe_ports_1e5():
         assert {l.params.eps for l in g if l.type == "BatchNorm"} == {eps}, name
 
 
-@pytest.mark.parametrize("name", ["googlenet", "bn_inception", "inception_v3", "inception_v4",
-                                  "inception_resnet_v1", "inception_resnet_v2"])
+@pytest.mark.parametrize("name", ["googlenet", "bn_inception", "inception_v3"] + [
+    pytest.param(n, marks=pytest.mark.slow) for n in ("inception_v4", "inception_resnet_v1", "inception_resnet_v2")])
 def test_prototxt_round_trip_is_structurally_equal(name):
     g = zoo.build(name).graph
     for net in ("deploy", "train_val"):

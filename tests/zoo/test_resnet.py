@@ -131,7 +131,7 @@ def _msra_names(graph):
 
 
 @pytest.mark.skipif(not MSRA.is_dir(), reason=CORPUS_SKIP_REASON)
-@pytest.mark.parametrize("depth", [50, 101, 152])
+@pytest.mark.parametrize("depth", [50, 101, pytest.param(152, marks=pytest.mark.slow)])
 def test_resnet_matches_msra_release(depth):
     """Same layers, types, parameters, wiring and blob shapes as the MSRA deploy prototxt
     (protogen.diff), and the same layer names in the same order, so that the released

@@ -51,6 +51,10 @@ NEW_NETS = ["resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "resne
             "resnext101_32x4d", "resnext101_64x4d", "xception", "mobilenet_v2", "shufflenet_v2"]
 
 
+#: the biggest nets (over ~5 s each on a busy machine) run only in the full suite
+SLOW_RELOAD = {"resnet101", "resnet152", "resnext101_32x4d", "resnext101_64x4d"}
+
+
 def _reload(text):
     with tempfile.NamedTemporaryFile("w", suffix=".prototxt", delete=False) as f:
         f.write(text)
@@ -60,7 +64,8 @@ def _reload(text):
         Path(f.name).unlink()
 
 
-@pytest.mark.parametrize("name", NEW_NETS)
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in SLOW_RELOAD else n
+                                  for n in NEW_NETS])
 def test_emitted_prototxt_reloads_identically(name):
     """deploy and train_val prototxt parse back (our loader) into the same net (our diff)."""
     d = Dialect.make("default", shuffle="shufflechannel")
@@ -110,7 +115,7 @@ EXEC_CASES = [("resnet18", dict(input_size=64)),
 
 
 #: the quick run (`make test-quick`) verifies the small ones; the others are marked slow
-SLOW_EXEC = {"resnet50", "resnext50_32x4d", "xception"}
+SLOW_EXEC = {"resnet50", "resnext50_32x4d", "xception", "mobilenet_v2"}
 
 
 @pytest.mark.parametrize("name,opts", [pytest.param(n, o, marks=[pytest.mark.slow] if n in SLOW_EXEC else [])
