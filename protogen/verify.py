@@ -546,7 +546,11 @@ def _explain_failures(rep: Report, s: Session, ref: dict, tolerance: float) -> N
 
 
 def first_divergence(s: Session, ref: dict, got: dict, tolerance: float) -> dict | None:
-    """The first value, in step order, where ``got`` leaves the reference."""
+    """The first value, in step order, where ``got`` leaves the reference. A value whose
+    readers all produce values that agree is not it: what the next layers consumed was right,
+    only the runtime's exposure of it differs (OpenCV can hand back a reused buffer for an
+    intermediate it was asked to retrieve, e.g. the second top of a Slice)."""
+    bad: dict[str, dict] = {}
     for st in s.steps:
         if st.layer.kind.is_input:
             continue
@@ -555,12 +559,18 @@ def first_divergence(s: Session, ref: dict, got: dict, tolerance: float) -> dict
                 continue
             a, b = np.asarray(ref[v]), np.asarray(got[v])
             if a.size != b.size:
-                return {"blob": v, "layer": st.layer.name, "type": st.layer.type, "max_rel": math.nan,
-                        "note": f"shape {tuple(b.shape)} != reference {tuple(a.shape)}"}
+                bad[v] = {"blob": v, "layer": st.layer.name, "type": st.layer.type, "max_rel": math.nan,
+                          "note": f"shape {tuple(b.shape)} != reference {tuple(a.shape)}"}
+                continue
             _, mrel = compare(a, b.reshape(a.shape))
             if not (math.isfinite(mrel) and mrel <= tolerance):
-                return {"blob": v, "layer": st.layer.name, "type": st.layer.type, "max_rel": mrel,
-                        "note": ""}
+                bad[v] = {"blob": v, "layer": st.layer.name, "type": st.layer.type, "max_rel": mrel,
+                          "note": ""}
+    for v, d in bad.items():       # in step order
+        readers = s.resolved.consumers(v)
+        if readers and all(o in got and o not in bad for c in readers for o in c.outputs):
+            continue
+        return d
     return None
 
 

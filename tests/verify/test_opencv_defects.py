@@ -5,6 +5,8 @@ reported with its hint and the first diverging blob, and does not fail the verdi
 undocumented OpenCV difference still does."""
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
@@ -156,3 +158,20 @@ def test_a_defect_is_not_excused_when_no_other_runtime_agrees(tmp_path):
     g = _net(tmp_path, LRN_K2.replace("0.0005", "0.5"), (1, 8, 3, 3))
     rep = V.verify(g, weights_loaded=True, providers=())
     assert not rep.ok and rep.divergence["opencv-caffe"]["defect"] == "lrn-ignores-k"
+
+
+@pytest.mark.parametrize("argv", [
+    ["mobilenet_v1", "--width", "0.25", "--input-size", "32"],
+    pytest.param(["shufflenet_v2", "--input-size", "32"], marks=pytest.mark.slow),
+])
+def test_small_inputs_the_zoo_advertises_pass_with_the_defect_named(argv, capsys):
+    # issue 13: these failed on OpenCV's 1x1 depthwise defect although torch and ORT agree;
+    # shufflenet_v2 also checks that a Slice top OpenCV exposes from a reused buffer (its
+    # readers agree) is not taken for the first diverging blob
+    from protogen.cli import main
+    rc = main(["verify", *argv])
+    out = capsys.readouterr().out
+    assert rc == 0, out
+    assert "known OpenCV defect (depthwise-3x3-on-1x1)" in out
+    assert re.search(r"first diverging blob '[^']*dw[^']*' \(layer '[^']*', Convolution\)", out), out
+    assert "opencv-caffe  defect" in out
