@@ -57,3 +57,13 @@ def test_cli_num_classes_1(capsys):
     out = capsys.readouterr().out
     assert rc == 0, out
     assert "constant by construction" in out and "PASS" in out
+
+
+def test_no_opencv_onnx_row_where_it_cannot_run():
+    # issue 13: the always-skipped opencv-onnx row; with OpenCV 4 (the pinned one) it is not shown
+    from protogen import verify_runtimes as R
+    rep = V.verify(_one_class_net(3), opencv=True)
+    names = [r.name for r in rep.runtimes]
+    assert ("opencv-onnx" in names) == R.opencv_can_run_onnx(), names
+    if R.opencv_version() is not None and R.opencv_version()[0] < 5:
+        assert "opencv-caffe" in names and "opencv-onnx" not in rep.format_table()
