@@ -60,7 +60,7 @@ class TorchNet(nn.Module):
                 continue
             l = st.layer
             if not l.blobs or len(l.blobs) < len(keys):
-                raise ProtogenError("layer has no weights (fill them with protogen.weights.init_weights "
+                raise ProtogenError("layer has no weights (fill them with protogen.weights.seeded_weights "
                                     "or load a caffemodel)", layer=l.name)
             for key, b in zip(keys, l.blobs):
                 t = getattr(self, key)

@@ -414,7 +414,7 @@ def layer_blobs(step) -> list[np.ndarray]:
     l = step.layer
     want = l.kind.weight_shapes(l.params, step.in_shapes)
     if want and (not l.blobs or len(l.blobs) < len(want)):
-        raise ProtogenError("layer has no weights (fill them with protogen.weights.init_weights "
+        raise ProtogenError("layer has no weights (fill them with protogen.weights.seeded_weights "
                             "or load a caffemodel)", layer=l.name)
     out = []
     for b, s in zip(l.blobs or [], want):
