@@ -27,9 +27,12 @@ from ..wire import I32, LEN, VARINT, WireError, fields, len_field, read_varint, 
 
 # --------------------------------------------------------------------------- writing
 def _blob_bytes(arr: np.ndarray) -> tuple[bytes, np.ndarray]:
+    shape_ = np.shape(arr)      # before ascontiguousarray, which makes a 0-d array 1-d: a
+    # 0-d blob (Normalize's channel-shared scale, Blob(vector<int>(0)) in Caffe) keeps its
+    # empty BlobShape, which Caffe's ShapeEquals requires
     a = np.ascontiguousarray(arr, dtype="<f4")
-    dims = b"".join(varint(int(d)) for d in a.shape)
-    shape = len_field(1, len(dims)) + dims if a.ndim else b""
+    dims = b"".join(varint(int(d)) for d in shape_)
+    shape = len_field(1, len(dims)) + dims if len(shape_) else b""
     body_head = len_field(7, len(shape)) + shape + len_field(5, a.nbytes)
     return body_head, a
 

@@ -474,3 +474,38 @@ def test_zero_limits(fields):
     """top_k 0 or keep_top_k 0 leave nothing (Caffe's -1 rows); nms_threshold 0 keeps only
     disjoint boxes."""
     det_check(fields, _random_inputs(3, 2, 20, 3, 1))
+
+
+@pytest.mark.parametrize("shared", [True, False])
+def test_normalize_scale_blob_round_trip(shared, tmp_path):
+    """The scale blob keeps Caffe's shape through a caffemodel: [] for channel_shared
+    (Blob(vector<int>(0)) in normalize_layer.cpp; Caffe's ShapeEquals refuses [1]), [C]
+    otherwise; protogen reads it back and OpenCV computes the same output (OpenCV 4 cannot
+    create a 0-d blob: it refuses the Caffe-shaped channel-shared scale, a limit of OpenCV)."""
+    from protogen.caffe import pb
+    from protogen.caffe.caffemodel import write_caffemodel
+    from protogen.caffe.loader import load_model
+    from protogen.caffe.prototxt import to_net_param, to_prototxt
+    x = np.random.default_rng(0).standard_normal((1, 4, 3, 5)).astype(np.float32)
+    scale = np.asarray(7.5, np.float32) if shared else np.arange(1, 5, dtype=np.float32)
+    g, feeds = one_layer("Normalize", params_of("Normalize", dict(across_spatial=False, channel_shared=shared)),
+                         [x], blobs=[scale])
+    proto, model = tmp_path / "n.prototxt", tmp_path / "n.caffemodel"
+    proto.write_text(to_prototxt(g))
+    write_caffemodel(model, to_net_param(g), {l.name: l.blobs for l in g.layers if l.blobs})
+    m = pb.NetParameter()
+    m.ParseFromString(model.read_bytes())
+    (blob,) = [b for l in m.layer for b in l.blobs]
+    assert blob.HasField("shape") and list(blob.shape.dim) == ([] if shared else [4])
+    back = load_model(proto, model)
+    assert np.asarray(back.layers[1].blobs[0]).shape == (() if shared else (4,))
+    want = normalize_oracle(x.astype(np.float64), scale.astype(np.float64), False, shared, 1e-10)
+    cv2 = pytest.importorskip("cv2")
+    if hasattr(cv2.dnn, "readNetFromCaffe"):
+        try:
+            net = cv2.dnn.readNetFromCaffe(str(proto), str(model))
+        except cv2.error as e:
+            assert shared and "_sizes in function 'create'" in str(e), e
+            return
+        net.setInput(x, "in0")
+        np.testing.assert_allclose(net.forward(), want, rtol=1e-5, atol=1e-6)
