@@ -364,6 +364,7 @@ def verify(graph: Graph, *, seed: int = 0, batch: int = 2, providers=("cpu",), o
                     _record(rep, s, ref, name, tolerance)
             _explain_failures(rep, s, ref, tolerance)
     rep.seconds = time.perf_counter() - t0
+    rep.graph = s.g     # for the HTML report's drawing (protogen.pictures); not a field, not serialised
     return rep
 
 
@@ -603,6 +604,12 @@ def _dialect_name(d: Dialect) -> str:
     return d.name if d.tag in ("", d.name) else f"{d.name}+{d.tag}"
 
 
+def _pictures(r: Report) -> dict:
+    """The HTML report's net drawing and per-blob error plot (:mod:`protogen.pictures`)."""
+    from .pictures import verify_pictures
+    return verify_pictures(r, getattr(r, "graph", None))
+
+
 def render_report(reports: list[Report], fmt: str) -> str:
     """Markdown ('md') or HTML ('html') report of one or more verifications."""
     from .templating import render
@@ -615,7 +622,8 @@ def render_report(reports: list[Report], fmt: str) -> str:
                                    "n": sum(1 for c in r.comparisons if c.runtime == rt.name),
                                    "max_abs": max((c.max_abs for c in r.comparisons if c.runtime == rt.name),
                                                   default=None)}
-                                  for rt in r.runtimes]})
+                                  for rt in r.runtimes],
+                     "pictures": _pictures(r) if fmt == "html" else {}})
     return render(f"verify_report.{fmt}.j2", reports=rows, tolerance=TOLERANCE,
                   min_spread=MIN_SPREAD, min_sensitivity=MIN_SENSITIVITY,
                   passed=sum(r.ok for r in reports), total=len(reports))
