@@ -156,3 +156,16 @@ def test_verify_pictures_drawing_and_error_plot(monkeypatch):
     pics = verify_pictures(rep, g)
     assert pics["drawing"] and pics["errors"] is None
     assert any("matplotlib" in n for n in pics["notes"])
+
+
+def test_verify_html_report_embeds_pictures(tmp_path):
+    proto = tmp_path / "scoped.prototxt"
+    proto.write_text(scoped_net().deploy_prototxt())
+    html = tmp_path / "v.html"
+    r = run_cli("verify", str(proto), "--blobs", "all", "--no-opencv", "--report", str(html))
+    assert r.returncode == 0, r.stderr
+    text = html.read_text()
+    svg = text[text.index("<svg"):text.index("</svg>") + len("</svg>")]
+    nodes, _ = svg_nodes(svg.encode())
+    assert len(nodes) == 8
+    assert re.search(r'<img alt="[^"]+" style="[^"]+" src="data:image/png;base64,[A-Za-z0-9+/=]{1000,}">', text)
