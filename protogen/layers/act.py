@@ -37,8 +37,10 @@ class ReLU(_Elementwise):
     def torch_forward(self, p, xs, blobs, n_tops=1):
         import torch
         x = xs[0]   # Caffe: max(x, 0) + negative_slope * min(x, 0)
-        if p.negative_slope == 0 and not bool(torch.isneginf(x).any()):
-            return [torch.clamp(x, min=0)]      # the same values in one pass (0 * -inf is NaN)
+        # with slope 0 one clamp gives the same values unless some x is -inf (0 * -inf is NaN)
+        # or NaN (then amin is NaN and we take the full formula too)
+        if p.negative_slope == 0 and (x.numel() == 0 or float(x.amin()) > float("-inf")):
+            return [torch.clamp(x, min=0)]
         return [torch.clamp(x, min=0) + p.negative_slope * torch.clamp(x, max=0)]
 
     def torch_source(self, p, src, step):

@@ -588,3 +588,24 @@ def test_every_deploy_layer_type_has_both_backends():
             continue
         assert type(kind).to_onnx is not LayerType.to_onnx, name
         assert type(kind).torch_forward is not LayerType.torch_forward, name
+
+
+def test_relu_reference_keeps_caffe_formula_at_special_values():
+    """The torch reference's one-clamp ReLU (slope 0) equals Caffe's max(x, 0) + 0 * min(x, 0)
+    (BVLC/caffe src/caffe/layers/relu_layer.cpp, std::max/std::min) bit for bit, also for -0,
+    +-inf and NaN: -inf gives NaN as in Caffe."""
+    from protogen.layers import get_type
+    kind = get_type("ReLU")
+    cases = [[-3.0, -0.0, 0.0, 2.0], [1.0, float("inf"), -float("inf")], [float("nan"), -1.0],
+             [float("nan"), -float("inf")]]
+    for vals in cases:
+        for dt in (torch.float32, torch.float64):
+            x = torch.tensor(vals, dtype=dt)
+            a = x.numpy()
+            zero = np.zeros_like(a)
+            # std::max(a, 0) is (a < 0) ? 0 : a; std::min(a, 0) is (0 < a) ? 0 : a (so -0 stays -0)
+            with np.errstate(invalid="ignore"):        # 0 * -inf is NaN, as in Caffe
+                want = np.where(a < zero, zero, a) + zero * np.where(zero < a, zero, a)
+            got = kind.torch_forward(ReLUParams(), [x], [])[0].numpy()
+            assert np.array_equal(got, want, equal_nan=True), (vals, got, want)
+            assert np.array_equal(np.signbit(got), np.signbit(want)), vals
