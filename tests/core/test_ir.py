@@ -151,3 +151,34 @@ def test_unknown_type_names_layer():
 def test_input_shape_override():
     g = Graph("t", [inp(), conv("c1", "data")])
     assert g.blob_shapes({"data": (2, 3, 16, 16)})["c1"] == (2, 4, 16, 16)
+
+
+def test_resolved_graph_facts():
+    """Graph.resolve: SSA names (in-place rewrites of 'data' and 'c1'), shapes, producers,
+    consumers, last use, inputs and outputs, worked out by hand for this net."""
+    from protogen.ir import ssa_names
+    g = Graph("t", [inp(), relu("r0", "data", "data"), conv("c1", "data"), relu("r1", "c1", "c1"),
+                    conv("c2", "c1"), Layer("cat", "Concat", ["c1", "c2"], ["cat"], ConcatParams())])
+    res = g.resolve()
+    assert [st.outputs for st in res.steps] == [["data@1"], ["data"], ["c1@1"], ["c1"], ["c2"], ["cat"]]
+    assert [st.inputs for st in res.steps] == [[], ["data@1"], ["data"], ["c1@1"], ["c1"], ["c1", "c2"]]
+    assert ssa_names([["a"], ["a"], ["b", "a"]]) == [["a@1"], ["a@2"], ["b", "a"]]
+    assert [st.index for st in res.steps] == list(range(6))
+    assert res.inputs == [("data", "data@1", (1, 3, 8, 8))]
+    assert res.outputs == ["cat"] and res.is_output("cat") and not res.is_output("c1")
+    assert res.versions("c1") == ["c1@1", "c1"] and res.blob_of("c1@1") == "c1"
+    assert res.producer["c1"].layer.name == "r1"
+    assert [st.layer.name for st in res.consumers("c1")] == ["c2", "cat"]
+    assert res.last_use == {"data@1": 1, "data": 2, "c1@1": 3, "c1": 5, "c2": 5}
+    assert res.shapes["cat"] == (1, 8, 8, 8) and res.blob_shapes()["c1"] == (1, 4, 8, 8)
+    assert g.blob_shapes() == res.blob_shapes()
+
+
+def test_resolve_phases():
+    g = Graph("t", [
+        Layer("d", "Data", [], ["data", "label"], DataParams(batch_size=4, crop_size=8), phases=frozenset({TRAIN})),
+        Layer("dt", "Data", [], ["data", "label"], DataParams(batch_size=2, crop_size=8), phases=frozenset({TEST})),
+        conv("c1", "data")])
+    views = g.resolve_phases()
+    assert [v.inputs[0][2][0] for v in views] == [2, 4]          # TEST, then TRAIN (sorted)
+    assert [[st.layer.name for st in v.steps] for v in views] == [["dt", "c1"], ["d", "c1"]]
