@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from .ir import DEPLOY, Graph, Step
+from .ir import DEPLOY, Graph
 from .layers.base import Cost
 
 
@@ -42,10 +42,10 @@ def compute(graph: Graph, net: str = DEPLOY, input_shapes: dict | None = None) -
     view = graph.select(net=net)
     if any(l.phases for l in view.layers):
         view = view.select(phase="TEST")
-    steps: list[Step] = view.steps(input_shapes if input_shapes is not None else batch_one(view))
+    res = view.resolve(input_shapes=input_shapes if input_shapes is not None else batch_one(view))
     rows = []
     total = Cost()
-    for st in steps:
+    for st in res.steps:
         c = st.layer.kind.cost(st.layer.params, st.in_shapes, st.out_shapes)
         rows.append(LayerStats(st.layer.name, st.layer.type, [list(s) for s in st.out_shapes],
                                c.params, c.stats, c.macs, c.memory_access))
@@ -56,7 +56,7 @@ def compute(graph: Graph, net: str = DEPLOY, input_shapes: dict | None = None) -
     return {"name": graph.name, "params": total.params, "stats": total.stats, "macs": total.macs,
             "memory_access": total.memory_access,
             "inputs": {k: list(v) for k, v in (input_shapes or batch_one(view)).items()},
-            "outputs": view.outputs(),
+            "outputs": list(res.outputs),
             "layers": [asdict(r) for r in rows]}
 
 
