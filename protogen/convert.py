@@ -21,7 +21,8 @@ OUT_KINDS = (".onnx", ".py", ".prototxt")
 _CAFFE_SUFFIXES = (".prototxt", ".pt", ".txt")
 
 
-def load_source(src, weights=None, phase=None, input_shape=None, seed: int = 0, dialect=None):
+def load_source(src, weights=None, phase=None, input_shape=None, seed: int = 0, dialect=None,
+                netstate=None):
     """(graph with weights, whether they are real) for a Caffe prototxt or an ONNX file."""
     src = str(src)
     if src.lower().endswith(".onnx"):
@@ -41,7 +42,7 @@ def load_source(src, weights=None, phase=None, input_shape=None, seed: int = 0, 
         if src in zoo.models() or any(src in m.aliases for m in zoo.models().values()):
             raise ProtogenError(f"convert reads model files; for the zoo model '{src}' use "
                                 f"'protogen emit {src} --format onnx|prototxt|caffemodel'")
-    graph = load_model(src, weights, phase=phase, input_shape=input_shape)
+    graph = load_model(src, weights, phase=phase, input_shape=input_shape, **(netstate or {}))
     if weights is None:
         from .weights import seeded_weights     # the one way (calibrated BatchNorm too)
         seeded_weights(graph, seed)
@@ -88,10 +89,11 @@ def check_output(output) -> Path:
 
 
 def convert(src, output, *, weights=None, phase=None, input_shape=None, seed: int = 0,
-            dialect=None, verify: bool = False, progress=None) -> dict:
+            dialect=None, verify: bool = False, progress=None, netstate=None) -> dict:
     """Convert ``src`` to ``output`` (kind from its suffix). Returns a summary dict; with
     ``verify``, ``summary["verify"]`` is the :class:`protogen.verify.Report`. ``progress``:
-    a :class:`protogen.progress.Progress` told each stage (read, write, verify)."""
+    a :class:`protogen.progress.Progress` told each stage (read, write, verify). ``netstate``:
+    ``{"stages": [...], "level": N}`` for a prototxt's include/exclude rules."""
     from .progress import NoProgress
     progress = progress or NoProgress()
     from .dialect import DEFAULT
@@ -102,7 +104,7 @@ def convert(src, output, *, weights=None, phase=None, input_shape=None, seed: in
         from .dialect import PORTABLE
         dialect = PORTABLE if str(src).lower().endswith(".onnx") else DEFAULT
     progress.stage(f"reading {Path(str(src)).name}" + (" + weights" if weights else ""))
-    graph, real = load_source(src, weights, phase, input_shape, seed, dialect=dialect)
+    graph, real = load_source(src, weights, phase, input_shape, seed, dialect=dialect, netstate=netstate)
     progress.stage(f"writing {out.name} ({len(graph.layers)} layers)")
     if kind == ".onnx":
         from .onnx_io import export_onnx

@@ -41,7 +41,7 @@ def run(args) -> int:
     options.check_output(args.output, OUT_KINDS)
     with Progress(title="convert") as bar:
         res = convert(args.input, args.output, weights=args.weights, phase=args.phase,
-                      input_shape=options.input_shape(args), seed=args.seed,
+                      input_shape=options.input_shape(args), seed=args.seed, netstate=options.netstate(args),
                       dialect=options.dialect(args, "portable" if str(args.input).lower().endswith(".onnx")
                                               else "default"), verify=args.verify, progress=bar)
     for note in res.get("notes", ()):

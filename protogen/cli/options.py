@@ -5,6 +5,9 @@
   phase (a zoo model's train_val net for ``emit``/``diff``). Default: test.
 * ``--input-shape N,C,H,W`` (also ``--input-shape -1,3,48,48``: N = -1 means any batch,
   taken as 1; verify uses ``--batch``).
+* ``--stage NAME`` (repeatable) and ``--level N``: the rest of Caffe's NetState, with
+  ``--phase`` selecting a prototxt's layers by their include/exclude rules (as Caffe's
+  FilterNet does); added with ``--input-shape`` wherever a model file is read.
 * ``--weights FILE.caffemodel``, ``--seed N``, ``--dialect default|bvlc|portable``.
 * the model: a zoo name, a ``.prototxt`` (any Caffe format version) or an ``.onnx`` file.
 
@@ -54,9 +57,40 @@ def add_phase(p, extra: str = "", default: str | None = None) -> None:
 
 
 def add_input_shape(p) -> None:
+    """``--input-shape`` and the NetState options (``--stage``, ``--level``): how a model
+    file is read."""
     p.add_argument("--input-shape", default=None, metavar="N,C,H,W",
                    help="input shape for a prototxt whose data layer gives no size or an ONNX "
                         "file with dynamic sizes; N = -1 means any batch (taken as 1)")
+    add_netstate(p)
+
+
+def add_netstate(p) -> None:
+    """``--stage NAME`` (repeatable) and ``--level N``: a prototxt's NetState with --phase."""
+    p.add_argument("--stage", action="append", default=None, metavar="NAME",
+                   help="a NetState stage (repeatable): a prototxt's layers are kept or dropped "
+                        "by their include/exclude stage rules, as in Caffe (default: the net's "
+                        "state, else none)")
+    p.add_argument("--level", type=int, default=None, metavar="N",
+                   help="the NetState level for a prototxt's min_level/max_level rules "
+                        "(default: the net's state, else 0)")
+
+
+def netstate(args) -> dict:
+    """``{"stages": [...], "level": N}`` for the NetState options given (empty: none)."""
+    out = {}
+    if getattr(args, "stage", None):
+        out["stages"] = list(args.stage)
+    if getattr(args, "level", None) is not None:
+        out["level"] = args.level
+    return out
+
+
+def _refuse_netstate(source: str, args) -> None:
+    if netstate(args):
+        raise ProtogenError("--stage and --level select a prototxt's layers; they do not apply to "
+                            f"{'an ONNX file' if is_onnx_file(source) else 'zoo models'}",
+                            file=source if is_model_file(source) else None)
 
 
 def add_weights(p) -> None:
@@ -226,11 +260,17 @@ def load_graph(source: str, args=None, extra=None):
 
     A prototxt keeps its data and loss layers and phase rules; an ONNX file is imported
     (protogen.onnx_import) with its weights."""
+    if not is_model_file(source) or is_onnx_file(source):
+        _refuse_netstate(source, args)
     if not is_model_file(source):
         return load_zoo(source, args, extra)
     _refuse_zoo_options(source, args, extra)
     if is_onnx_file(source):
         return load_onnx(source, args), None
+    if netstate(args):     # --stage/--level: the layers of that NetState (and --phase), as written
+        from ..caffe.loader import load_model
+        return load_model(source, phase=getattr(args, "phase", None), inference=False,
+                          **netstate(args)), None
     from ..caffe.loader import load_prototxt
     return load_prototxt(source), None
 
@@ -251,6 +291,8 @@ def load_inference(source: str, args, extra=None):
     and losses are dropped, with ``--weights`` attached; an ONNX file is imported.
     Returns (graph, net object or None, whether the weights are real)."""
     weights = getattr(args, "weights", None)
+    if not is_model_file(source) or is_onnx_file(source):
+        _refuse_netstate(source, args)
     if not is_model_file(source):
         if weights:
             raise ProtogenError("--weights applies to a model file, not a zoo model")
@@ -265,7 +307,7 @@ def load_inference(source: str, args, extra=None):
         return graph, None, True
     from ..caffe.loader import load_model
     graph = load_model(source, weights, phase=getattr(args, "phase", None),
-                       input_shape=input_shape(args))
+                       input_shape=input_shape(args), **netstate(args))
     for note in getattr(graph, "notes", ()):   # what the loader ignored or assumed
         print(f"note: {note}", file=sys.stderr)
     return graph, None, weights is not None

@@ -27,7 +27,7 @@ def run(args) -> int:
         if options.is_model_file(src):
             bar.stage(f"reading {src}")
         if options.is_model_file(src) and not options.is_onnx_file(src) \
-                and not (args.input_shape or args.phase):
+                and not (args.input_shape or args.phase or options.netstate(args)):
             graph, _ = options.load_graph(src, args, args.model_options)     # as written
         else:
             graph, _, _ = options.load_inference(src, args, args.model_options)

@@ -165,3 +165,52 @@ def test_missing_weights_name_every_layer(tmp_path, capsys):
     rc = main(["verify", str(net), "--weights", str(weights), "--no-opencv"])
     err = capsys.readouterr().err
     assert rc == 2 and "layer 'conv1'" in err and "layer 'conv2'" in err, err
+
+
+# ----------------------------------------------------------------------------- --stage / --level
+STAGED = ('name: "staged"\ninput: "data" input_shape { dim: 1 dim: 3 dim: 4 dim: 4 }\n'
+          'layer { name: "conv1" type: "Convolution" bottom: "data" top: "conv1" '
+          'convolution_param { num_output: 4 kernel_size: 3 pad: 1 } }\n'
+          # only in the NetState with stage "extra" (Caffe's NetStateRule stage)
+          'layer { name: "extra" type: "Convolution" bottom: "conv1" top: "conv1x" '
+          'include { stage: "extra" } convolution_param { num_output: 2 kernel_size: 1 } }\n'
+          # only from level 2 up (NetStateRule min_level)
+          'layer { name: "deep" type: "ReLU" bottom: "conv1" top: "deep" include { min_level: 2 } }\n')
+
+
+def _layers_in(capsys, *argv) -> set:
+    assert main([str(a) for a in argv] + ["--json"]) == 0
+    s = json.loads(capsys.readouterr().out)
+    return {l["name"] for l in s["layers"]}
+
+
+def test_stage_and_level_select_layers(tmp_path, capsys):
+    p = tmp_path / "staged.prototxt"
+    p.write_text(STAGED)
+    # stats: the rules decide (Caffe's default NetState: TEST, level 0, no stage)
+    assert {"extra", "deep"}.isdisjoint(_layers_in(capsys, "stats", p, "--phase", "test"))
+    got = _layers_in(capsys, "stats", p, "--stage", "extra")
+    assert "extra" in got and "deep" not in got
+    got = _layers_in(capsys, "stats", p, "--level", "2", "--stage", "other", "--stage", "extra")
+    assert {"extra", "deep"} <= got
+    # convert writes the inference view of that NetState
+    onnx = pytest.importorskip("onnx")
+    out = tmp_path / "out.onnx"
+    assert main(["convert", str(p), "-o", str(out), "--stage", "extra", "--level", "1"]) == 0
+    capsys.readouterr()
+    assert {o.name for o in onnx.load(str(out)).graph.output} == {"conv1x"}
+    # verify runs the staged net (its extra output is compared)
+    assert main(["verify", str(p), "--stage", "extra", "--no-opencv", "--json"]) == 0
+    rep = json.loads(capsys.readouterr().out)
+    assert "conv1x" in {h["blob"] for h in rep["health"]}
+    # draw keeps the staged layer only in its stage
+    dot = tmp_path / "n.dot"
+    assert main(["draw", str(p), "-o", str(dot), "--stage", "extra"]) == 0
+    assert 'label="extra' in dot.read_text() and 'label="deep' not in dot.read_text()
+    assert main(["draw", str(p), "-o", str(dot), "--stage", "other"]) == 0
+    assert 'label="extra' not in dot.read_text() and 'label="conv1' in dot.read_text()
+
+
+def test_stage_is_refused_for_zoo_models(capsys):
+    err = _fail(capsys, "stats", "mobilenet_v1", "--stage", "x")
+    assert "--stage" in err
