@@ -148,8 +148,9 @@ def guideline_plot(table: dict, path: str | None = None, fmt: str = "png") -> by
         ax.set_xticklabels(labels, rotation=20, ha="right", fontsize=8)
         ax.set_title(f"{table['id']}: {scales[si]}", fontsize=9)
         ax.set_ylabel("speed relative to the first row")
-        ax.legend(fontsize=7)
-    fig.tight_layout()
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="upper center", ncol=len(labels), fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0, 1, 0.92))
     return _save(fig, path, fmt)
 
 
