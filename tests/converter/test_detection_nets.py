@@ -318,3 +318,18 @@ def test_real_face_detector_same_faces_in_every_runtime(name, tmp_path):
         assert len(b) == len(want_boxes), runtime
         np.testing.assert_allclose(b, want_boxes, atol=1e-4, err_msg=runtime)
         np.testing.assert_allclose(s, want_scores, atol=1e-4, err_msg=runtime)
+
+
+def test_verify_compares_detections_as_sets():
+    """protogen verify on MobileNet-SSD: detection_out (a type with is_detection_output) is
+    compared as detections in every runtime, OpenCV's zero-padded output included."""
+    from protogen.verify import verify
+    rel = "chuanqi305_mobilenet-ssd/voc/MobileNetSSD_deploy.prototxt"
+    if not (CORPUS / rel).exists():
+        pytest.skip("file missing from this corpus copy")
+    rep = verify(load_model(CORPUS / rel, input_shape=(1, 3, 96, 96)), seed=0, batch=2, model_name=rel)
+    assert rep.ok, rep.format_table()
+    det = [c for c in rep.comparisons if c.blob == "detection_out"]
+    want = {"ort-cpu"} | ({"opencv-caffe"} if HAS_CAFFE_IMPORTER else set())
+    assert want <= {c.runtime for c in det}
+    assert all(c.ok and "detections match" in c.note and "weak" not in c.note for c in det), det
