@@ -48,3 +48,13 @@ def test_text_and_markdown(capsys):
     assert main(["layers", "--markdown"]) == 0
     md = capsys.readouterr().out
     assert md.startswith("| Caffe type | schemas | ONNX |") and "| Deconvolution | BVLC Caffe | ConvTranspose |" in md
+
+
+def test_docs_layers_md_is_current(capsys):
+    """docs/layers.md is the output of ``protogen layers --markdown`` (regenerate it when a type
+    is added: the table's header lines are kept, the rest is the command's output)."""
+    from tests.helpers import REPO
+    assert main(["layers", "--markdown"]) == 0
+    table = capsys.readouterr().out
+    doc = (REPO / "docs" / "layers.md").read_text()
+    assert doc.endswith(table), "docs/layers.md is stale: regenerate it with protogen layers --markdown"

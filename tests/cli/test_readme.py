@@ -21,9 +21,11 @@ from tests.helpers import CORPUS, CORPUS_SKIP_REASON, REPO
 README = (REPO / "README.md").read_text()
 #: commands that run for minutes: covered elsewhere, run here only when asked
 VERY_SLOW = {"verify --zoo": "every zoo net at 224x224 (minutes); tests/verify/test_verify.py runs "
-                             "them all at smaller sizes; set PROTOGEN_README_ZOO=1 to run it here"}
+                             "them all at smaller sizes; set PROTOGEN_README_ZOO=1 to run it here",
+             "bench --zoo": "times every zoo net at 224x224 (minutes); tests/cli/test_bench.py runs it "
+                            "on small sizes; set PROTOGEN_README_ZOO=1 to run it here"}
 #: commands over ~10 s on 2 cores
-SLOW = ("verify resnet50", "--verify", "--blobs all")
+SLOW = ("verify resnet50", "--verify", "--blobs all", "bench --guidelines", "profile ")
 #: legacy stand-ins from the corpus
 LEGACY = {"old_v1.prototxt": "bvlc_caffe/history_11a4c1655_v1/examples/mnist/lenet.prototxt",
           "old_v0.prototxt": "bvlc_caffe/history_2e330581c_v0/examples/cifar10/cifar10_quick.prototxt"}
