@@ -13,8 +13,9 @@ runtime each targets.
   forks whose schema predates ``round_mode`` all load and compute alike; the default of
   ONNX -> Caffe): the bvlc shuffle; floor pooling as ceil pooling + a Slice dropping the
   surplus row/column where the two sizes differ (no ``round_mode`` field is ever written);
-  the ONNX importer lowers ReLU6/Clip/HardSwish/... into ReLU, Power, Sigmoid, Eltwise and
-  Scale layers for it.
+  ReLU6 and Clip as in-place ReLU/Power chains (:func:`protogen.layers.act.clip_chain`, the
+  one recipe, also used by the ONNX importer, which lowers HardSwish/... into ReLU, Power,
+  Sigmoid, Eltwise and Scale layers for it).
 * ``--depthwise ConvolutionDepthwise``: depthwise convolutions get that fork's type name.
 """
 from __future__ import annotations
@@ -38,7 +39,7 @@ DEPTHWISE = ("Convolution", "ConvolutionDepthwise")
 class Dialect:
     name: str = "default"
     shuffle: str = "permute"          # permute | shufflechannel | slice
-    relu6: str = "ReLU6"              # ReLU6 | Clip
+    relu6: str = "ReLU6"              # ReLU6 | Clip (portable: ReLU/Power chain, see .portable)
     depthwise: str = "Convolution"    # Convolution | ConvolutionDepthwise
     floor_pool: str = "round_mode"    # round_mode | slice (ceil pooling + Slice off the surplus)
 

@@ -328,7 +328,8 @@ class Session:
             "ort-cuda": lambda: R.run_ort(self.onnx(every), self.feeds, "cuda"),
             "opencv-caffe": lambda: R.run_opencv_caffe(self.g, self.dialect, self.feeds,
                                                       self.values if every_value else self.wanted,
-                                                      self.tmp, fusion=not every_value),
+                                                      self.tmp, fusion=not every_value,
+                                                      resolved=self.resolved),
             "opencv-onnx": lambda: R.run_opencv_onnx(self.onnx(False), self.feeds, self.tmp),
         }
         self.progress.stage(name)

@@ -130,14 +130,40 @@ def _weights_only(net_param):
     return m
 
 
-def caffe_ssa(net_param) -> dict[str, tuple[str, int]]:
+def caffe_ssa(net_param, resolved=None) -> dict[str, tuple[str, int]]:
     """SSA value name -> (Caffe layer name, top index) for a NetParameter, with the IR's
-    naming (the last write of a blob keeps its name, earlier writes are ``blob@k``)."""
+    naming (the last write of a blob keeps its name, earlier writes are ``blob@k``).
+
+    With ``resolved`` (the IR the NetParameter was written from), each IR value is aligned
+    with the Caffe layer that writes it, also where a layer was written as several Caffe
+    layers rewriting its blob in place (e.g. portable ReLU6: ReLU/Power in place): the write
+    by the layer of the same name, else the last write by one named ``LAYER/...`` (e.g.
+    floor pooling's Slice) before the next IR writer's own."""
     from .ir import ssa_names
     out = {}
     for lp, names in zip(net_param.layer, ssa_names(list(lp.top) for lp in net_param.layer)):
         for i, v in enumerate(names):
             out[v] = (lp.name, i)
+    if resolved is None:
+        return out
+    writes: dict[str, list[tuple[str, int]]] = {}
+    for lp in net_param.layer:
+        for i, t in enumerate(lp.top):
+            writes.setdefault(t, []).append((lp.name, i))
+    for blob, ws in writes.items():
+        versions = resolved.versions(blob)
+        pos = 0
+        for j, v in enumerate(versions):
+            name = resolved.producer[v].layer.name
+            k = next((k for k in range(pos, len(ws)) if ws[k][0] == name), None)
+            if k is None:
+                nxt = resolved.producer[versions[j + 1]].layer.name if j + 1 < len(versions) else None
+                stop = next((k for k in range(pos, len(ws)) if ws[k][0] == nxt), len(ws))
+                k = next((k for k in reversed(range(pos, stop)) if ws[k][0].startswith(name + "/")), None)
+            if k is None:       # named otherwise in the Caffe net: the write-count rule stands
+                continue
+            out[v] = ws[k]
+            pos = k + 1
     return out
 
 
@@ -152,7 +178,7 @@ def opencv_exact(net) -> None:
 
 
 def run_opencv_caffe(g: Graph, dialect: Dialect, feeds, wanted: list[str], tmp: Path,
-                     fusion: bool = True):
+                     fusion: bool = True, resolved=None):
     """OpenCV's Caffe importer on the emitted prototxt + caffemodel. ``fusion=False`` keeps
     every layer separate (each intermediate blob as Caffe defines it)."""
     import cv2
@@ -171,7 +197,8 @@ def run_opencv_caffe(g: Graph, dialect: Dialect, feeds, wanted: list[str], tmp: 
     proto.write_text(opencv_prototxt(np_))
     write_caffemodel(model, _weights_only(np_), {l.name: l.blobs for l in g.layers if l.blobs})
     try:
-        return _opencv_caffe_forward(cv2, np_, proto, model, feeds, wanted, fusion)
+        return _opencv_caffe_forward(cv2, np_, proto, model, feeds, wanted, fusion,
+                                     resolved or g.resolve())
     except cv2.error as e:
         m = re.search(r'Can\'t create layer "[^"]*" of type "([^"]+)"', str(e))
         if m:   # a layer type OpenCV lacks (e.g. BVLC's Clip): OpenCV's limit, not ours
@@ -179,13 +206,13 @@ def run_opencv_caffe(g: Graph, dialect: Dialect, feeds, wanted: list[str], tmp: 
         raise
 
 
-def _opencv_caffe_forward(cv2, np_, proto, model, feeds, wanted, fusion: bool):
+def _opencv_caffe_forward(cv2, np_, proto, model, feeds, wanted, fusion: bool, resolved=None):
     net = cv2.dnn.readNetFromCaffe(str(proto), str(model))
     net.setPreferableBackend(cv2.dnn.DNN_BACKEND_OPENCV)
     net.setPreferableTarget(cv2.dnn.DNN_TARGET_CPU)
     opencv_exact(net)
     input_names = [t for lp in np_.layer if lp.type == "Input" for t in lp.top]
-    ssa = caffe_ssa(np_)
+    ssa = caffe_ssa(np_, resolved)
     want = [v for v in wanted if v in ssa and v not in input_names]
     many = len(want) > len([v for v in wanted if v not in input_names]) / 2 and len(wanted) > 50
     if not fusion or many:

@@ -51,7 +51,8 @@ class ReLU(_Elementwise):
 
 @register
 class ReLU6(_Elementwise):
-    """min(max(x, 0), 6): not in upstream Caffe; the bvlc dialect writes it as Clip."""
+    """min(max(x, 0), 6): not in upstream Caffe; the bvlc dialect writes it as Clip, the
+    portable dialect as the ReLU/Power chain of :func:`clip_chain`."""
     type = "ReLU6"
     schemas = ("mobilenet-yolo", "opencv")   # not in BVLC Caffe (protogen layers)
     examples = (Example(data=lambda rng, s: [rng.standard_normal(s[0]) * 5]),)
@@ -67,7 +68,7 @@ class ReLU6(_Elementwise):
         src.assign(f"F.relu6({src.x()})")
 
     def caffe_layers(self, layer, dialect, shapes=None):
-        if dialect.relu6 == "Clip":         # written by the Clip type, with min 0, max 6
+        if dialect.relu6 == "Clip" or dialect.portable:   # written by the Clip type (min 0, max 6)
             clip = layer.copy(type=Clip.type, params=ClipParams(0.0, 6.0))
             return Clip().caffe_layers(clip, dialect, shapes)
         return super().caffe_layers(layer, dialect, shapes)
@@ -105,6 +106,56 @@ class Clip(_Elementwise):
     def write(self, p, lp):
         lp.clip_param.min = p.min
         lp.clip_param.max = p.max
+
+    def caffe_layers(self, layer, dialect, shapes=None):
+        """One Clip layer, or (portable dialect: Clip is in upstream Caffe since 2019 only, not
+        in OpenCV's importer nor older forks) the ReLU/Power chain of :func:`clip_chain`, each
+        layer written by its own type; the last one writes the layer's top."""
+        if not dialect.portable:
+            return super().caffe_layers(layer, dialect, shapes)
+        from ..ir import Layer
+        from . import get_type
+        p, x, lps = layer.params, layer.bottoms[0], []
+        inplace = x == layer.tops[0]    # then every step in place (a runtime refuses a second,
+        chain = clip_chain(p.min, p.max)   # not-in-place writer of the blob)
+        for k, (type_, params) in enumerate(chain):
+            last = k == len(chain) - 1
+            name = layer.name if last else f"{layer.name}/{k}"
+            top = layer.tops[0] if last or inplace else name
+            lps += get_type(type_).caffe_layers(Layer(name, type_, [x], [top], params), dialect, shapes)
+            x = top
+        return lps
+
+
+#: the largest float32 (an unbounded Clip side)
+FLT_MAX = 3.4028234663852886e38
+
+
+def clip_chain(lo: float, hi: float) -> list[tuple[str, object]]:
+    """min(max(x, lo), hi) as layers every Caffe runtime shares (upstream BVLC Caffe, OpenCV's
+    importer, pre-2018 forks): [(type, params)], ReLU and Power only (Power: (shift + scale *
+    x) ^ power), from::
+
+        max(x, lo) = lo + ReLU(x - lo)          min(t, hi) = hi - ReLU(hi - t)
+
+    i.e. Power(shift -lo) -> ReLU -> Power(scale -1, shift hi - lo) -> ReLU -> Power(scale -1,
+    shift hi) (Power(shift -lo) left out for lo = 0). The bounds are exact: x <= lo gives lo,
+    x >= hi gives hi; between them the result differs from x by one float32 rounding of
+    ``hi - t`` at most (|error| <= ulp(hi) / 2; exact for t >= hi / 2 by Sterbenz's lemma),
+    computed alike by every runtime. The one recipe for ReLU6 and Clip in the portable
+    dialect and for ONNX Clip/HardSigmoid on import (protogen.onnx_import.ops_compose)."""
+    relu, power = ("ReLU", ReLUParams()), (lambda **kw: ("Power", PowerParams(**kw)))
+    steps, off = [], 0.0
+    if lo > -FLT_MAX:
+        if lo != 0.0:
+            steps.append(power(shift=-float(lo)))
+        steps.append(relu)
+        off = float(lo)
+    if hi < FLT_MAX:
+        steps += [power(scale=-1.0, shift=float(hi) - off), relu, power(scale=-1.0, shift=float(hi))]
+    elif off != 0.0:
+        steps.append(power(shift=off))
+    return steps or [power()]
 
 
 @dataclass(frozen=True)

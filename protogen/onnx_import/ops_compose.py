@@ -51,23 +51,12 @@ class Chain:
         return self.add("ReLU", [x], ReLUParams(), last=last)
 
     def clip(self, x, lo, hi, last=False) -> str:
-        """min(max(x, lo), hi) from Power and ReLU layers only."""
-        steps = []
-        off = 0.0
-        if lo > -FLT_MAX:
-            if lo != 0.0:
-                steps.append(("power", dict(shift=-lo)))
-            steps.append(("relu", {}))
-            off = lo
-        if hi < FLT_MAX:
-            steps += [("power", dict(scale=-1.0, shift=hi - off)), ("relu", {}),
-                      ("power", dict(scale=-1.0, shift=hi))]
-        elif off != 0.0:
-            steps.append(("power", dict(shift=off)))
-        if not steps:
-            steps.append(("power", {}))
-        for k, (what, kw) in enumerate(steps):
-            x = getattr(self, what)(x, last=last and k == len(steps) - 1, **kw)
+        """min(max(x, lo), hi) from Power and ReLU layers only (the one recipe:
+        :func:`protogen.layers.act.clip_chain`)."""
+        from ..layers.act import clip_chain
+        steps = clip_chain(lo, hi)
+        for k, (type_, params) in enumerate(steps):
+            x = self.add(type_, [x], params, last=last and k == len(steps) - 1)
         return x
 
     def product(self, a, b, last=False) -> str:

@@ -57,3 +57,75 @@ def test_unreadable_intermediate_not_compared_but_output_still_fails(monkeypatch
     assert any(f.startswith("opencv-caffe: 'prob'") for f in rep.failures), rep.failures
     # and torch/ORT are never excused (only OpenCV reuses buffers)
     assert "torch-cpu" not in rep.unobservable and "ort-cpu" not in rep.unobservable
+
+
+# ----------------------------------------------------------------------------- 3. portable ReLU6
+def _caffe_chain_f32(x, steps):
+    """numpy float32 transcription of Caffe's ReLU (max(x, 0); BVLC/caffe
+    src/caffe/layers/relu_layer.cpp) and Power ((shift + scale * x) ^ power;
+    src/caffe/layers/power_layer.cpp) forwards."""
+    import numpy as np
+    x = np.asarray(x, np.float32)
+    for type_, p in steps:
+        if type_ == "ReLU":
+            x = np.maximum(x, np.float32(0))
+        else:
+            assert type_ == "Power" and p.power == 1.0
+            x = (np.float32(p.shift) + np.float32(p.scale) * x).astype(np.float32)
+    return x
+
+
+def test_clip_chain_is_relu6_to_float32_rounding():
+    import numpy as np
+    from protogen.layers.act import clip_chain
+    steps = clip_chain(0.0, 6.0)
+    assert {t for t, _ in steps} <= {"ReLU", "Power"}
+    x = np.concatenate([np.linspace(-20, 20, 20001), [0.0, 6.0, -0.0, 1e-30, 5.999999, 6.000001]])
+    x = x.astype(np.float32)
+    got = _caffe_chain_f32(x, steps)
+    want = np.clip(x, 0, 6)                 # relu6, by definition
+    # the bounds exactly; within them one rounding of 6 - t (<= ulp(6) / 2)
+    assert np.array_equal(got[x <= 0], want[x <= 0]) and np.array_equal(got[x >= 6], want[x >= 6])
+    assert np.max(np.abs(got - want)) <= np.spacing(np.float32(6)) / 2
+    assert np.array_equal(got[x >= 3], want[x >= 3])     # Sterbenz: 6 - t exact for t in [3, 6]
+
+
+def test_portable_mobilenet_v2_has_no_relu6_and_opencv_agrees(tmp_path, capsys):
+    import numpy as np
+    from protogen.dialect import DEFAULT, PORTABLE
+    assert main(["emit", "mobilenet_v2", "--dialect", "portable", "--input-size", "64"]) == 0
+    text = capsys.readouterr().out
+    assert 'type: "ReLU6"' not in text and 'type: "Clip"' not in text
+    assert text.count('type: "Power"') >= 2 * 30       # two per ReLU6 of the 35
+    if not V.opencv_has_caffe():
+        pytest.skip("needs OpenCV 4.x (Caffe importer)")
+    net = zoo.build("mobilenet_v2", input_size=64)
+    from protogen.weights import seeded_weights
+    seeded_weights(net.graph, 0, batch=2)
+    g = V.deploy_view(net.graph, 2)
+    feeds = V.seeded_inputs(g.resolve().steps, 0)
+    out = {}
+    for d in (DEFAULT, PORTABLE):
+        (tmp_path / d.name).mkdir()
+        out[d.name] = R.run_opencv_caffe(g, d, feeds, ["prob"], tmp_path / d.name)["prob"]
+    a, b = out["default"], out["portable"]
+    assert a.shape == (2, 1000) and np.ptp(a) > 1e-4
+    assert np.max(np.abs(a - b)) / np.max(np.abs(a)) <= 1e-5
+
+
+def test_caffe_ssa_aligns_a_relu6_chain_written_in_place():
+    # portable ReLU6 on blob "conv1" is 4 in-place Caffe layers: the IR's conv1@k values
+    # still map to the layers that wrote them (the chain's last layer for the ReLU6's value)
+    from protogen.caffe.prototxt import to_net_param
+    from protogen.dialect import PORTABLE
+    from protogen.ir import DEPLOY
+    g = V.deploy_view(zoo.build("mobilenet_v2", width=0.35, input_size=64).graph, 1)
+    np_ = to_net_param(g, DEPLOY, PORTABLE)
+    writers = [lp.name for lp in np_.layer if "conv1" in lp.top]
+    assert writers[-4:] == ["conv1/relu6/0", "conv1/relu6/1", "conv1/relu6/2", "conv1/relu6"]
+    r = g.resolve()
+    ssa = R.caffe_ssa(np_, r)
+    for v in r.versions("conv1"):
+        assert ssa[v] == (r.producer[v].layer.name, 0), v
+    # the chain is in place (OpenCV refuses a second writer of a blob that is not in place)
+    assert all(list(lp.bottom) == ["conv1"] for lp in np_.layer if lp.name.startswith("conv1/relu6"))
