@@ -59,6 +59,20 @@ def _depthwise_3x3_on_1x1(p, ins) -> bool:
         and (p.pad_h, p.pad_w) == (1, 1)
 
 
+def _prior_box_float_sizes(p, ins) -> bool:
+    # Caffe's PriorBox truncates min_size/max_size to int (weiliu89/caffe prior_box_layer.cpp:
+    # int min_size_ = min_sizes_[s]); OpenCV's PriorBoxLayer keeps the floats (Pelee-SSD's
+    # 30.4, 60.8, ...). Reproduction: tests/layers/test_ssd.py::test_opencv_prior_box_float_sizes
+    return any(float(v) != int(v) for v in tuple(p.min_size) + tuple(p.max_size))
+
+
+def _detection_output_refinedet(p, ins) -> bool:
+    # OpenCV's DetectionOutputLayer::forward reads loc, conf and priors only: RefineDet's
+    # arm_conf / arm_loc bottoms (objectness filter, prior refinement) are ignored.
+    # Reproduction: tests/layers/test_ssd.py::test_opencv_ignores_refinedet_bottoms
+    return len(ins) > 3
+
+
 KNOWN_DEFECTS = (
     KnownDefect("lrn-ignores-k", "LRN",
                 "OpenCV's LRN ignores Caffe's 'k' (it always uses k = 1)",
@@ -74,6 +88,15 @@ KNOWN_DEFECTS = (
                 "feature map",
                 "the other runtimes are right; to check with OpenCV as well, use a larger "
                 "input (e.g. --input-size 64)", _depthwise_3x3_on_1x1),
+    KnownDefect("prior-box-float-sizes", "PriorBox",
+                "OpenCV's PriorBox keeps a non-integer min_size/max_size, Caffe truncates it "
+                "to int", "torch and ONNX Runtime follow Caffe's prior_box_layer.cpp; OpenCV "
+                "agrees for integer sizes", _prior_box_float_sizes),
+    KnownDefect("detection-output-refinedet", "DetectionOutput",
+                "OpenCV's DetectionOutput ignores RefineDet's arm_conf/arm_loc bottoms",
+                "torch and ONNX Runtime apply RefineDet's objectness filter and prior "
+                "refinement; OpenCV checks the head blobs only (--blobs all)",
+                _detection_output_refinedet),
 )
 
 

@@ -509,3 +509,70 @@ def test_normalize_scale_blob_round_trip(shared, tmp_path):
             return
         net.setInput(x, "in0")
         np.testing.assert_allclose(net.forward(), want, rtol=1e-5, atol=1e-6)
+
+
+# ----------------------------------------------------------------------------- OpenCV defects
+def _opencv_net(tmp_path, g):
+    cv2 = pytest.importorskip("cv2")
+    if not hasattr(cv2.dnn, "readNetFromCaffe"):
+        pytest.skip("OpenCV without its Caffe importer")
+    from protogen.caffe.prototxt import to_prototxt
+    proto = tmp_path / "net.prototxt"
+    proto.write_text(to_prototxt(g))
+    return cv2.dnn.readNetFromCaffe(str(proto))
+
+
+def test_opencv_prior_box_float_sizes(tmp_path):
+    """protogen.opencv_defects 'prior-box-float-sizes': OpenCV's priors for min_size 30.4 /
+    max_size 60.8 are those of the untruncated sizes, not Caffe's (30, 60)."""
+    from protogen import opencv_defects
+    fields = dict(min_size=[30.4], max_size=[60.8], aspect_ratio=[2.0], variance=[0.1, 0.1, 0.2, 0.2])
+    ins = [np.zeros((1, 2, 4, 4), np.float32), np.zeros((1, 3, 32, 32), np.float32)]
+    p = params_of("PriorBox", fields)
+    g, feeds = one_layer("PriorBox", p, ins)
+    net = _opencv_net(tmp_path, g)
+    for k, v in feeds.items():
+        net.setInput(v, k)
+    got = net.forward()
+    caffe = prior_box_oracle(fields, (4, 4), (32, 32))
+    assert np.abs(got - caffe).max() > 1e-3                       # OpenCV is not Caffe here
+
+    def untruncated(mn, mx, ar):                                  # the same loop, float sizes
+        out = []
+        for h in range(4):
+            for w in range(4):
+                cx, cy = (w + 0.5) * 8, (h + 0.5) * 8
+                for bw, bh in ((mn, mn), (math.sqrt(mn * mx),) * 2, (mn * math.sqrt(ar), mn / math.sqrt(ar)),
+                               (mn / math.sqrt(ar), mn * math.sqrt(ar))):
+                    out += [(cx - bw / 2) / 32, (cy - bh / 2) / 32, (cx + bw / 2) / 32, (cy + bh / 2) / 32]
+        return np.array(out)
+    np.testing.assert_allclose(got[0, 0], untruncated(30.4, 60.8, 2.0), atol=1e-6)
+    d = opencv_defects.find(g.layers[1], [x.shape for x in ins])
+    assert d is not None and d.name == "prior-box-float-sizes"
+    assert opencv_defects.find(g.layers[1].copy(params=params_of("PriorBox", dict(min_size=[30.0]))), []) is None
+
+
+def test_opencv_ignores_refinedet_bottoms(tmp_path):
+    """protogen.opencv_defects 'detection-output-refinedet': with arm_conf/arm_loc given,
+    OpenCV's detections equal the plain 3-bottom ones, not RefineDet's."""
+    from protogen import opencv_defects
+    loc, conf, prior = _random_inputs(5, 1, 30, 4, 1)
+    rng = np.random.default_rng(5)
+    arm_conf = rng.uniform(0, 1, (1, 60)).astype(np.float32)
+    arm_loc = (rng.standard_normal((1, 120)) * 0.5).astype(np.float32)
+    fields = dict(num_classes=4, code_type="CENTER_SIZE", nms_param=dict(nms_threshold=0.45, top_k=20),
+                  keep_top_k=12, confidence_threshold=0.05, objectness_score=0.5)
+    p = params_of("DetectionOutput", fields)
+    g, feeds = one_layer("DetectionOutput", p, [loc, conf, prior, arm_conf, arm_loc])
+    net = _opencv_net(tmp_path, g)
+    for k, v in feeds.items():
+        net.setInput(v, k)
+    got = net.forward()
+    xs = [x.astype(np.float64) for x in (loc, conf, prior, arm_conf, arm_loc)]
+    refinedet = detection_output_oracle(*xs[:3], **p.kwargs(), arm_conf=xs[3], arm_loc=xs[4])
+    plain = detection_output_oracle(*xs[:3], **p.kwargs())
+    assert count_detections(refinedet) > 0
+    assert not compare_detections(got, refinedet, zero_padded=True).ok
+    assert compare_detections(got, plain, zero_padded=True).ok
+    d = opencv_defects.find(g.layers[1], [x.shape for x in feeds.values()])
+    assert d is not None and d.name == "detection-output-refinedet"
