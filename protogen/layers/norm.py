@@ -14,6 +14,20 @@ class BatchNormParams:
     use_global_stats: bool | None = None
     moving_average_fraction: float = 0.999
     eps: float = 1e-5
+    #: the prototxt set NVIDIA Caffe's batch_norm_param scale_filler/bias_filler (read only;
+    #: never written: the fillers themselves travel as layer.fillers)
+    nvidia_fillers: bool = False
+
+
+#: NVIDIA Caffe's BatchNorm fillers and the constant each must be for an upstream BatchNorm
+#: to compute the same: NVIDIA/caffe src/caffe/layers/batch_norm_layer.cpp turns either one
+#: on a fused per-channel scale and bias (scale_bias_, blobs 3 and 4: y = x_norm * scale +
+#: bias) that they initialise
+NVIDIA_FILLERS = (("scale_filler", 1.0), ("bias_filler", 0.0))
+NVIDIA_FILLERS_NOTE = ("has NVIDIA Caffe's batch_norm_param scale_filler/bias_filler (constant 1/0): "
+                       "there they add a learned scale and bias (blobs 3 and 4) starting at those "
+                       "values; read as upstream BatchNorm (3 blobs, the fused scale/bias at their "
+                       "initial identity); a caffemodel with the 5 NVIDIA blobs is refused")
 
 
 @register
@@ -29,6 +43,27 @@ class BatchNorm(LayerType):
     Params = BatchNormParams
     inplace = True
     calibrates = True
+    benign_param_fields = LayerType.benign_param_fields | {"scale_filler"}
+
+    def parse(self, lp):
+        from dataclasses import replace
+        p = super().parse(lp)
+        m = lp.batch_norm_param
+        return replace(p, nvidia_fillers=True) if any(m.HasField(f) for f, _ in NVIDIA_FILLERS) else p
+
+    def unsupported(self, lp) -> list[str]:
+        """NVIDIA's fillers are accepted where they start the fused scale/bias at identity
+        (constant 1 and 0: then an upstream BatchNorm computes the same); another filler makes
+        a different function even before training."""
+        bad = super().unsupported(lp)
+        m = lp.batch_norm_param
+        for f, value in NVIDIA_FILLERS:
+            fl = getattr(m, f)
+            if m.HasField(f) and not (fl.type == "constant" and fl.value == value):
+                bad.append(f"batch_norm_param.{f} ({fl.type}) is NVIDIA Caffe's initialiser of a "
+                           f"fused scale/bias (batch_norm_layer.cpp); only constant {value:g} (the "
+                           "upstream BatchNorm's function) is supported")
+        return bad
 
     def calibrated_blobs(self, p, x, out_mean, out_std, var_floor):
         axes = [0] + list(range(2, x.dim()))
@@ -55,6 +90,7 @@ class BatchNorm(LayerType):
         # use_global_stats defaults to (phase == TEST); the moving-average fraction only
         # matters when statistics are updated (training without global stats)
         from dataclasses import replace
+        p = replace(p, nvidia_fillers=False)      # a reading note, not part of the function
         if phase is None:
             return p
         use = (phase == "TEST") if p.use_global_stats is None else p.use_global_stats
@@ -68,11 +104,15 @@ class BatchNorm(LayerType):
         return [mean, var, np.ones(1, np.float32)]
 
     def note(self, p) -> str | None:
-        """One line for the user: use_global_stats false at test time means batch statistics."""
+        """One line for the user: use_global_stats false at test time means batch statistics;
+        NVIDIA's fillers read as upstream BatchNorm."""
+        notes = []
         if p.use_global_stats is False:
             from .bn_ext import BATCH_STATS_NOTE
-            return BATCH_STATS_NOTE.format(what="use_global_stats: false")
-        return None
+            notes.append(BATCH_STATS_NOTE.format(what="use_global_stats: false"))
+        if p.nvidia_fillers:
+            notes.append(NVIDIA_FILLERS_NOTE)
+        return "; ".join(notes) or None
 
     def to_onnx(self, ctx, step):
         """BatchNormalization(mean = f*b0, var = f*b1); a Scale that alone reads this output
