@@ -264,15 +264,12 @@ def deploy_view(graph: Graph, batch: int) -> Graph:
 
 
 def seeded_inputs(steps, seed: int) -> dict[str, np.ndarray]:
-    """One seeded array per input value (input ``i`` drawn with ``seed + i``); ``steps``: a
-    :class:`protogen.ir.Resolved` or its steps."""
+    """One seeded array per input value (input ``k`` drawn with ``seed + k``), by its role
+    (:func:`protogen.seed_inputs.seeded_feeds`: a detector's rois/im_info as the layer
+    reading them declares); ``steps``: a :class:`protogen.ir.Resolved` or its steps."""
+    from .seed_inputs import seeded_feeds
     from .weights import seeded_input
-    feeds = {}
-    for st in steps:
-        if st.layer.kind.is_input:
-            for v, s in zip(st.outputs, st.out_shapes):
-                feeds[v] = seeded_input(s, seed + len(feeds))
-    return feeds
+    return seeded_feeds(steps, lambda shape, k: seeded_input(shape, seed + k), seed)
 
 
 def missing_weights(steps) -> list[str]:
@@ -293,7 +290,7 @@ class Session:
         if missing:
             raise ProtogenError(f"{len(missing)} layer(s) have no weights: "
                                 + ", ".join(f"'{m}'" for m in missing))
-        self.feeds = seeded_inputs(self.steps, seed)
+        self.feeds = seeded_inputs(self.resolved, seed)
         self.outputs = [o for o in self.resolved.outputs if o not in self.feeds]
         self.want_all = blobs == "all"
         #: every non-input SSA value, in step order

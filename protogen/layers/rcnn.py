@@ -15,6 +15,7 @@ import math
 from dataclasses import dataclass
 
 from ..errors import ProtogenError, ShapeError
+from ..seed_inputs import SeedsImInfo, SeedsROIs   # verify's seeded rois/im_info
 from .base import Example, LayerType, _f32, register, require_rank
 
 _RCNN = ("py-faster-rcnn",)
@@ -82,7 +83,7 @@ class ROIPoolingParams:
 
 
 @register
-class ROIPooling(LayerType):
+class ROIPooling(SeedsROIs, LayerType):
     """Max pooling of each ROI into pooled_h x pooled_w bins: rbgirshick/caffe-fast-rcnn
     src/caffe/layers/roi_pooling_layer.cpp (Forward_cpu; see
     :func:`protogen.layers.detect_torch.roi_pool`). ONNX MaxRoiPool has the same definition
@@ -140,7 +141,7 @@ class PSROIPoolingParams:
 
 
 @register
-class PSROIPooling(LayerType):
+class PSROIPooling(SeedsROIs, LayerType):
     """Position-sensitive average ROI pooling: daijifeng001/R-FCN (caffe)
     src/caffe/layers/psroi_pooling_layer.cu (PSROIPoolingForward; see
     :func:`protogen.layers.detect_torch.psroi_pool`). ONNX has no such operator: the lowering
@@ -237,7 +238,7 @@ class PSROIPooling(LayerType):
 
 
 @register
-class ROIAlign(LayerType):
+class ROIAlign(SeedsROIs, LayerType):
     """Cascade R-CNN's ROIAlign (configured through roi_pooling_param):
     zhaoweicai/cascade-rcnn src/caffe/layers/roi_align_layer.cpp (Forward_cpu; see
     :func:`protogen.layers.detect_torch.roi_align_grid`). It samples the (pooled_h + 1) x
@@ -478,7 +479,7 @@ class ProposalParams:
     nms_thresh: float = _f32(0.7)     # the float32 value, as parse() reads it
 
 
-class _ProposalBase(LayerType):
+class _ProposalBase(SeedsImInfo, LayerType):
     n_bottoms = (3, 3)
     n_tops = (1, 2)
 

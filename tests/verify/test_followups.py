@@ -11,6 +11,7 @@ from protogen import verify as V  # noqa: E402
 from protogen import verify_runtimes as R  # noqa: E402
 from protogen import zoo  # noqa: E402
 from protogen.cli import main  # noqa: E402
+from tests.helpers import CORPUS, needs_corpus  # noqa: E402
 
 needs_opencv_caffe = pytest.mark.skipif(not V.opencv_has_caffe(), reason="needs OpenCV 4.x (Caffe importer)")
 
@@ -129,3 +130,54 @@ def test_caffe_ssa_aligns_a_relu6_chain_written_in_place():
         assert ssa[v] == (r.producer[v].layer.name, 0), v
     # the chain is in place (OpenCV refuses a second writer of a blob that is not in place)
     assert all(list(lp.bottom) == ["conv1"] for lp in np_.layer if lp.name.startswith("conv1/relu6"))
+
+
+# ----------------------------------------------------------------------------- 5. detector inputs
+FAST_RCNN = "rbgirshick_fast-rcnn/models/CaffeNet/test.prototxt"
+
+
+@needs_corpus
+def test_seeded_inputs_follow_their_role():
+    import numpy as np
+    from protogen.caffe.loader import load_model
+    from protogen.weights import seeded_input
+    g = V.deploy_view(load_model(CORPUS / FAST_RCNN), 2)
+    feeds = V.seeded_inputs(g.resolve(), 3)
+    data, rois = feeds["data"], feeds["rois"]
+    # the image stays the plain seeded input (input k drawn with seed + k)
+    assert np.array_equal(data, seeded_input(data.shape, 3))
+    # rois: [R, 5] (batch index, x1, y1, x2, y2): whole batch indices inside the batch, every
+    # image used, boxes of positive size inside the image (ROIPooling declares bottom 1 ROIs)
+    n, _, h, w = data.shape
+    assert rois.shape == (2, 5)
+    assert set(rois[:, 0].tolist()) == set(range(n))
+    assert np.all((rois[:, 1] >= 0) & (rois[:, 3] <= w - 1) & (rois[:, 3] - rois[:, 1] >= 0.2 * w - 1))
+    assert np.all((rois[:, 2] >= 0) & (rois[:, 4] <= h - 1) & (rois[:, 4] - rois[:, 2] >= 0.2 * h - 1))
+
+
+def test_im_info_rows_are_height_width_scales():
+    import numpy as np
+    from protogen.layers import get_type
+    rng = np.random.default_rng(0)
+    for t, shape, row in (("Proposal", (1, 6), [64, 96, 1, 1, 1, 1]),
+                          ("Python:rpn.proposal_layer.ProposalLayer", (2, 3), [64, 96, 1])):
+        kind = get_type(t)
+        a = kind.seed_input(None, 2, shape, (shape[0], 3, 64, 96), rng)
+        assert a.shape == shape and np.array_equal(a, np.tile(np.asarray(row, np.float32), (shape[0], 1)))
+        assert kind.seed_input(None, 0, shape, (1, 3, 64, 96), rng) is None   # scores: plain data
+
+
+@pytest.mark.slow
+@needs_corpus
+@pytest.mark.parametrize("seed", [1, 2])
+def test_fast_rcnn_verify_passes(capsys, seed):
+    # before: ROIs drawn standard normal, batch index 2 or -1 for these seeds -> the reference
+    # refused them ("batch index ... is outside the batch")
+    rc = main(["verify", str(CORPUS / FAST_RCNN), "--seed", str(seed), "--json"])
+    import json
+    rep = json.loads(capsys.readouterr().out)
+    assert rc == 0, rep["failures"]
+    assert {h["blob"] for h in rep["health"]} == {"cls_prob", "bbox_pred"}
+    assert all(h["ok"] and h["spread"] > 0.1 and h["sensitivity"] > 0.01 for h in rep["health"])
+    ran = {r["name"]: r["status"] for r in rep["runtimes"]}
+    assert ran["ort-cpu"] == "ran"
