@@ -11,7 +11,7 @@ those hooks (protogen.layers.rcnn). Nothing heavy is imported.
 """
 from __future__ import annotations
 
-import numpy as np
+from ._lazy import numpy as np
 
 
 def seeded_feeds(steps, draw, seed: int = 0) -> dict[str, np.ndarray]:
