@@ -138,6 +138,26 @@ class BN(LayerType):
     def learnable(self, p, ins):
         return [True, True, False, False] if p.variant == "pspnet" else [True, True]
 
+    calibrates = True
+
+    def calibrated_blobs(self, p, x, out_mean, out_std, var_floor):
+        """Seeded blobs that give the output mean ``out_mean`` and std ``out_std`` per channel
+        on the calibration batch ``x`` (as BatchNorm's): without this a deep net of INFERENCE-
+        mode BN layers (ENet's merged deploy file) multiplies its activations layer by layer."""
+        axes = [0] + list(range(2, x.dim()))
+        s = (1, int(x.shape[1]), 1, 1)
+        mean = x.mean(axes).cpu().numpy()
+        var = x.var(axes, unbiased=False).cpu().numpy()
+        var = np.maximum(var, var_floor * float(var.mean()) + 1e-12)
+        ones = np.ones(s, np.float32)
+        if p.variant == "pspnet":      # slope * (x - mean) / sqrt(var + eps) + bias
+            return [(ones * out_std).astype(np.float32), (ones * out_mean).astype(np.float32),
+                    mean.reshape(s).astype(np.float32), var.reshape(s).astype(np.float32)]
+        if p.bn_mode == "LEARN":       # the batch's own statistics normalise: scale and shift only
+            return [(ones * out_std).astype(np.float32), (ones * out_mean).astype(np.float32)]
+        scale = out_std / np.sqrt(var)                                  # INFERENCE: x * scale + shift
+        return [scale.reshape(s).astype(np.float32), (out_mean - mean * scale).reshape(s).astype(np.float32)]
+
     def init_weights(self, p, ins, rng):
         s = self.weight_shapes(p, ins)[0]
         ws = [rng.uniform(0.8, 1.2, s).astype(np.float32),
