@@ -16,6 +16,7 @@ import numpy as np
 
 from .dialect import Dialect
 from .ir import DEPLOY, Graph
+from .layers import registered_types
 
 
 class Skip(Exception):
@@ -211,7 +212,9 @@ def _opencv_caffe_forward(cv2, np_, proto, model, feeds, wanted, fusion: bool, r
     net.setPreferableBackend(cv2.dnn.DNN_BACKEND_OPENCV)
     net.setPreferableTarget(cv2.dnn.DNN_TARGET_CPU)
     opencv_exact(net)
-    input_names = [t for lp in np_.layer if lp.type == "Input" for t in lp.top]
+    kinds = registered_types()
+    input_names = [t for lp in np_.layer
+                   if getattr(kinds.get(lp.type), "is_deploy_input", False) for t in lp.top]
     ssa = caffe_ssa(np_, resolved)
     want = [v for v in wanted if v in ssa and v not in input_names]
     many = len(want) > len([v for v in wanted if v not in input_names]) / 2 and len(wanted) > 50

@@ -110,14 +110,14 @@ def inference_view(graph: Graph, input_shape=None, file: str | None = None) -> G
     shape = parse_input_shape(input_shape)
     dropped: set[str] = set()
     layers, losses, lost = [], [], []
-    n_inputs = sum(len(l.tops) if l.type == "Input" else 1 for l in graph.layers if l.kind.is_input)
+    n_inputs = sum(len(l.tops) if l.kind.is_deploy_input else 1 for l in graph.layers if l.kind.is_input)
     if shape is not None and n_inputs != 1:
         raise ProtogenError(f"--input-shape sets one input, but the net has {n_inputs} input blobs",
                             file=file)
     for l in graph.layers:
         kind = l.kind
         if kind.is_input:
-            if l.type == "Input":
+            if kind.is_deploy_input:
                 if shape is not None:
                     l = l.copy(params=InputParams(shape=(shape,)))
                 layers.append(l)
@@ -138,7 +138,7 @@ def inference_view(graph: Graph, input_shape=None, file: str | None = None) -> G
         if kind.is_loss or any(b in dropped for b in l.bottoms):
             if kind.is_loss:
                 losses.append(l.name)
-            elif l.type != "Accuracy" and any(b not in dropped for b in l.bottoms):
+            elif not kind.is_metric and any(b not in dropped for b in l.bottoms):
                 # it computes with the net's data AND a dropped data top (rois, a second
                 # image): dropping it would silently cut the net
                 lost.append((l.name, [b for b in l.bottoms if b in dropped]))
@@ -167,7 +167,7 @@ def _drop_unread_inputs(layers: list, dropped: set) -> list:
     read = {b for l in layers for b in l.bottoms}
     out = []
     for l in layers:
-        if l.type == "Input" and any(t not in read for t in l.tops) and any(t in read for t in l.tops):
+        if l.kind.is_deploy_input and any(t not in read for t in l.tops) and any(t in read for t in l.tops):
             keep = [i for i, t in enumerate(l.tops) if t in read]
             shapes = l.params.shape
             if len(shapes) == len(l.tops):
@@ -234,10 +234,6 @@ def rename_repeated_layers(net) -> tuple[set, list[str]]:
              f"{n}_2.. here, and only the first takes caffemodel weights, as in Caffe"
              for n, c in counts.items()]
     return renamed, notes
-
-
-def check_weight_size(graph: Graph, file: str | None = None) -> None:
-    attach_weights(graph, None, file)
 
 
 def load_model(prototxt, caffemodel=None, phase: str | None = None, input_shape=None,

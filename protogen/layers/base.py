@@ -157,6 +157,9 @@ class LayerType:
     is_deploy_input: ClassVar[bool] = False
     #: a loss layer: contributes loss_weight 1 by default
     is_loss: ClassVar[bool] = False
+    #: a metric (Accuracy): reads labels, computes nothing the inference net returns; the
+    #: inference view drops it with the labels
+    is_metric: ClassVar[bool] = False
     #: only relabels memory; costs no memory access
     is_view: ClassVar[bool] = False
     #: LayerParameter fields (besides param_field) that this type understands and ignores

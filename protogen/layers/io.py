@@ -188,6 +188,7 @@ class AccuracyParams:
 @register
 class Accuracy(LayerType):
     type = "Accuracy"
+    is_metric = True
     param_field = "accuracy_param"
     Params = AccuracyParams
     n_bottoms = (2, 2)
