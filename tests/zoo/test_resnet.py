@@ -28,21 +28,7 @@ from protogen.stats import compute
 from protogen.zoo.mobilenet import make_divisible
 from protogen.zoo.xception import same_pool_pad
 
-from tests.helpers import CORPUS  # noqa: E402
-MSRA = CORPUS / "kaiminghe_deep-residual-networks"
-
-_STATS: dict = {}
-
-
-def stats(name, **opts):
-    key = (name, tuple(sorted(opts.items())))
-    if key not in _STATS:
-        _STATS[key] = compute(zoo.build(name, **opts).graph)
-    return _STATS[key]
-
-
-def layer(net, name):
-    return net.graph.layer(name)
+from tests.zoo.common import MSRA, layer, stats  # noqa: F401,E402
 
 
 # ----------------------------------------------------------------------------- ResNet
