@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from ..errors import ProtogenError
 from ..ir import Graph
-from .prototxt import graph_from_net_param
+from .prototxt import graph_from_net_param, read_text
 from .upgrade import upgrade_net
 
 
@@ -17,17 +17,7 @@ def read_net_notes(path) -> tuple[object, list[str]]:
     once; training-only ones are ignored with a note, others refuse the net
     (:func:`protogen.caffe.schema_check.read_net_text`)."""
     from .schema_check import read_net_text
-    try:
-        with open(path, "rb") as f:
-            raw = f.read()
-    except OSError as e:
-        raise ProtogenError(f"cannot read: {e.strerror}", file=str(path)) from None
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError:
-        raise ProtogenError("not a text prototxt (invalid UTF-8; is it a binary caffemodel?)",
-                            file=str(path)) from None
-    msg, notes = read_net_text(text, str(path))
+    msg, notes = read_net_text(read_text(path), str(path))
     upgrade_net(msg, file=str(path))
     return msg, notes
 

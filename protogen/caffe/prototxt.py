@@ -88,18 +88,22 @@ def parse_prototxt(text: str, file: str | None = None):
     return msg
 
 
-def read_prototxt(path) -> "object":
+def read_text(path) -> str:
+    """A prototxt file's text; one-line errors for unreadable and binary files."""
     try:
         with open(path, "rb") as f:
             raw = f.read()
     except OSError as e:
         raise ProtogenError(f"cannot read: {e.strerror}", file=str(path)) from None
     try:
-        text = raw.decode("utf-8")
+        return raw.decode("utf-8")
     except UnicodeDecodeError:
         raise ProtogenError("not a text prototxt (invalid UTF-8; is it a binary caffemodel?)",
                             file=str(path)) from None
-    return parse_prototxt(text, str(path))
+
+
+def read_prototxt(path) -> "object":
+    return parse_prototxt(read_text(path), str(path))
 
 
 def _phases_of(lp) -> frozenset | None:
