@@ -56,6 +56,23 @@ def onnx_model(g: Graph, want_all: bool):
     return export_onnx(g, None, intermediate=want_all)
 
 
+def by_input_name(feeds, names) -> dict[str, np.ndarray]:
+    """``feeds`` keyed by SSA value, re-keyed by a written net's input names: an input blob
+    rewritten in place later (a Scale on ``data``) enters as ``data@1`` in the resolved graph
+    but is the input ``data`` of the ONNX file and the Caffe prototxt (:func:`protogen.ir.ssa_names`)."""
+    blob = {}
+    for k in feeds:
+        b, at, n = k.rpartition("@")
+        blob[b if at and n.isdigit() else k] = k
+    out = {}
+    for name in names:
+        key = name if name in feeds else blob.get(name)
+        if key is None:
+            raise KeyError(name)
+        out[name] = feeds[key]
+    return out
+
+
 def run_ort(model, feeds, provider: str) -> dict[str, np.ndarray]:
     import onnxruntime as ort
     if provider == "cuda":
@@ -78,7 +95,7 @@ def run_ort(model, feeds, provider: str) -> dict[str, np.ndarray]:
     if provider == "cuda" and (not used or used[0] != "CUDAExecutionProvider"):
         raise Skip(f"CUDAExecutionProvider did not initialise (session providers: {used})")
     names = [o.name for o in sess.get_outputs()]
-    vals = sess.run(names, dict(feeds))
+    vals = sess.run(names, by_input_name(feeds, [i.name for i in sess.get_inputs()]))
     return dict(zip(names, vals))
 
 
@@ -220,8 +237,8 @@ def _opencv_caffe_forward(cv2, np_, proto, model, feeds, wanted, fusion: bool, r
     many = len(want) > len([v for v in wanted if v not in input_names]) / 2 and len(wanted) > 50
     if not fusion or many:
         net.enableFusion(False)   # every intermediate blob is requested: keep each layer separate
-    for name in input_names:
-        net.setInput(feeds[name], name)
+    for name, v in by_input_name(feeds, input_names).items():
+        net.setInput(v, name)
     layer_names = sorted({ssa[v][0] for v in want})
     outs = net.forwardAndRetrieve(layer_names)
     by_layer = dict(zip(layer_names, outs))
