@@ -19,3 +19,15 @@ def rel_err(a, b) -> float:
     a = np.asarray(a, np.float64)
     b = np.asarray(b, np.float64)
     return float(np.max(np.abs(a - b)) / max(float(np.max(np.abs(b))), 1e-12)) if b.size else 0.0
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """Run a module's tests with one torch intra-op thread (import this fixture into the module
+    to apply it): detection references loop over boxes with many small tensor ops, and on a
+    loaded machine torch's intra-op threads cost ~25x per op."""
+    import torch
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

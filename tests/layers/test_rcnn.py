@@ -31,14 +31,7 @@ F = np.float32
 PY = "Python:rpn.proposal_layer.ProposalLayer"
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """The detection references loop over boxes with many small tensor ops; on a loaded
-    machine torch's intra-op threads cost ~25x per op, so these tests run single-threaded."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+from tests.helpers import one_torch_thread  # noqa: E402,F401  (autouse: one torch thread)
 
 
 def c_round(v) -> int:
