@@ -6,7 +6,8 @@ from dataclasses import dataclass
 from .._lazy import numpy as np
 
 from ..errors import ProtogenError, ShapeError
-from .base import Example, LayerType, he_normal, layer_blobs, numel, register, require_rank, spatial_pair
+from . import conv_nd
+from .base import Example, LayerType, he_normal, layer_blobs, numel, register, spatial_pair
 
 
 @dataclass(frozen=True)
@@ -23,6 +24,16 @@ class ConvParams:
     group: int = 1
     bias_term: bool = True
     axis: int = 1
+    #: the depth (first spatial) axis of a 3-D convolution, set when the prototxt gives three
+    #: values per field (kernel_d 0: one value for every spatial axis, or 2-D; conv_nd.py)
+    kernel_d: int = 0
+    stride_d: int = 1
+    pad_d: int = 0
+    dilation_d: int = 1
+
+
+#: facebookarchive/C3D's ConvolutionParameter fields (proto/caffe.proto, read by layers/c3d.py)
+C3D_FIELDS = ("kernel_depth", "temporal_pad", "temporal_stride", "filter_group")
 
 
 class _ConvBase(LayerType):
@@ -59,9 +70,15 @@ class _ConvBase(LayerType):
             raise ProtogenError(f"num_output {p.num_output} is not divisible by group {p.group}")
         if p.axis != 1:
             raise ProtogenError("only axis 1 (channels) is supported for convolution")
+        conv_nd.validate_depth(p)
 
     def parse(self, lp) -> ConvParams:
         c = lp.convolution_param
+        nd = conv_nd.parse_nd(c)
+        if nd is not None:
+            p = ConvParams(num_output=c.num_output, group=c.group, bias_term=c.bias_term, axis=c.axis, **nd)
+            self.validate(p)
+            return p
         kh, kw = spatial_pair(tuple(c.kernel_size), c.kernel_h, c.kernel_w, 0, "kernel_size")
         sh, sw = spatial_pair(tuple(c.stride), c.stride_h, c.stride_w, 1, "stride")
         ph, pw = spatial_pair(tuple(c.pad), c.pad_h, c.pad_w, 0, "pad")
@@ -75,10 +92,13 @@ class _ConvBase(LayerType):
     def unsupported(self, lp) -> list[str]:
         c = lp.convolution_param
         bad = []
-        if len(c.kernel_size) > 2 or len(c.stride) > 2 or len(c.pad) > 2 or len(c.dilation) > 2:
-            bad.append("only 2-D convolution is supported")
+        if any(len(getattr(c, f)) > 3 for f, _ in conv_nd.ND_FIELDS):
+            bad.append("only 2-D and 3-D convolution are supported")
         if c.axis != 1:
             bad.append("convolution_param.axis != 1 is not supported")
+        for f in C3D_FIELDS:       # read only by C3D's CONVOLUTION3D (layers/c3d.py)
+            if c.HasField(f):
+                bad.append(f"convolution_param.{f} is C3D's (CONVOLUTION3D), not {self.type}'s")
         return bad
 
     def write(self, p: ConvParams, lp) -> None:
@@ -86,6 +106,11 @@ class _ConvBase(LayerType):
         c.num_output = p.num_output
         if not p.bias_term:
             c.bias_term = False
+        if p.kernel_d:
+            conv_nd.write_nd(p, c)
+            if p.group != 1:
+                c.group = p.group
+            return
         for name, a, b, dflt in (("pad", p.pad_h, p.pad_w, 0), ("kernel", p.kernel_h, p.kernel_w, None),
                                  ("stride", p.stride_h, p.stride_w, 1)):
             if a == b:
@@ -99,17 +124,21 @@ class _ConvBase(LayerType):
         if (p.dilation_h, p.dilation_w) != (1, 1):
             c.dilation.extend([p.dilation_h] if p.dilation_h == p.dilation_w else [p.dilation_h, p.dilation_w])
 
+    def axes(self, p: ConvParams, shape):
+        """(kernel, stride, pad, dilation) per spatial axis for an input of ``shape``."""
+        return conv_nd.axes(p, len(shape), self.type)
+
     def weight_shapes(self, p: ConvParams, ins):
-        require_rank(ins, 4, self.type)
+        kernel = self.axes(p, ins[0])[0]
         cin = ins[0][1]
         if cin % p.group:
             raise ShapeError(f"input channels {cin} are not divisible by group {p.group}")
-        w = self._weight_shape(p, cin)
+        w = self._weight_shape(p, cin) + kernel
         return [w, (p.num_output,)] if p.bias_term else [w]
 
     def init_weights(self, p: ConvParams, ins, rng):
         shapes = self.weight_shapes(p, ins)
-        fan_in = ins[0][1] // p.group * p.kernel_h * p.kernel_w
+        fan_in = ins[0][1] // p.group * numel(self.axes(p, ins[0])[0])
         ws = [he_normal(shapes[0], fan_in, rng)]
         if p.bias_term:
             ws.append((rng.standard_normal(shapes[1]) * 0.05).astype(np.float32))
@@ -122,30 +151,31 @@ class _ConvBase(LayerType):
         p, l = step.layer.params, step.layer
         w = layer_blobs(step)
         ws = [ctx.const("weight", w[0])] + ([ctx.const("bias", w[1])] if p.bias_term else [])
-        pads = [p.pad_h, p.pad_w, p.pad_h, p.pad_w]
+        kernel, stride, pad, dil = self.axes(p, step.in_shapes[0])    # ONNX Conv is N-D
+        pads = list(pad) * 2
         for x, y in zip(step.inputs, step.outputs):     # several bottoms share the weights
-            ctx.op(self.onnx_op, [ctx.name(x)] + ws, y, kernel_shape=[p.kernel_h, p.kernel_w],
-                   strides=[p.stride_h, p.stride_w], pads=pads if any(pads) else None,
-                   dilations=[p.dilation_h, p.dilation_w] if (p.dilation_h, p.dilation_w) != (1, 1) else None,
+            ctx.op(self.onnx_op, [ctx.name(x)] + ws, y, kernel_shape=list(kernel),
+                   strides=list(stride), pads=pads if any(pads) else None,
+                   dilations=list(dil) if any(d != 1 for d in dil) else None,
                    group=p.group if p.group != 1 else None)
 
     #: the PyTorch module of the readable source (same weight layout as Caffe)
     torch_module = "nn.Conv2d"
 
     def torch_source(self, p: ConvParams, src, step):
-        from ..fmt import pair
         w = layer_blobs(step)
-        args = [str(step.in_shapes[0][1]), str(p.num_output), pair(p.kernel_h, p.kernel_w)]
-        for name, a, b, dflt in (("stride", p.stride_h, p.stride_w, 1), ("padding", p.pad_h, p.pad_w, 0),
-                                 ("dilation", p.dilation_h, p.dilation_w, 1)):
-            if (a, b) != (dflt, dflt):
-                args.append(f"{name}={pair(a, b)}")
+        kernel, stride, pad, dil = self.axes(p, step.in_shapes[0])
+        args = [str(step.in_shapes[0][1]), str(p.num_output), conv_nd.fmt_tuple(kernel)]
+        for name, v, dflt in (("stride", stride, 1), ("padding", pad, 0), ("dilation", dil, 1)):
+            if any(a != dflt for a in v):
+                args.append(f"{name}={conv_nd.fmt_tuple(v)}")
         if p.group != 1:
             args.append(f"groups={p.group}")
         if not p.bias_term:
             args.append("bias=False")
         weights = {"weight": w[0], "bias": w[1]} if p.bias_term else {"weight": w[0]}
-        m = src.module(f"{self.torch_module}({', '.join(args)})", weights)
+        module = self.torch_module if len(kernel) == 2 else self.torch_module.replace("2d", "3d")
+        m = src.module(f"{module}({', '.join(args)})", weights)
         if len(step.inputs) == 1:
             src.assign(f"{m}({src.x()})")
             return
@@ -155,7 +185,7 @@ class _ConvBase(LayerType):
     def macs(self, p: ConvParams, ins, outs) -> int:
         # each output element: (Cin/group) * kh * kw multiply-adds (bias not counted)
         cin = ins[0][1]
-        return len(ins) * numel(outs[0][1:]) * (cin // p.group) * p.kernel_h * p.kernel_w
+        return len(ins) * numel(outs[0][1:]) * (cin // p.group) * numel(self.axes(p, ins[0])[0])
 
 
 @register
@@ -168,7 +198,12 @@ class Convolution(_ConvBase):
                 Example(params=dict(num_output=6, kernel_size=3, stride=2, pad=1, group=2),
                         ins=[(2, 4, 9, 8)]),
                 Example(params=dict(num_output=5, kernel_h=3, kernel_w=1, pad_h=2, dilation=2,
-                                    bias_term=False), ins=[(2, 3, 7, 6)]))
+                                    bias_term=False), ins=[(2, 3, 7, 6)]),
+                # 3-D (5-D blobs): one value per spatial axis, and one value for all three
+                Example(params=dict(num_output=4, kernel_size=[3, 2, 3], stride=[1, 2, 2],
+                                    pad=[1, 0, 1], dilation=[1, 1, 2]), ins=[(2, 3, 5, 7, 8)]),
+                Example(params=dict(num_output=4, kernel_size=3, pad=1, stride=2, group=2),
+                        ins=[(1, 4, 5, 6, 7)]))
 
     def caffe_layers(self, layer, dialect, shapes=None) -> list:
         lps = super().caffe_layers(layer, dialect, shapes)
@@ -180,25 +215,25 @@ class Convolution(_ConvBase):
 
     @staticmethod
     def _weight_shape(p, cin):
-        return (p.num_output, cin // p.group, p.kernel_h, p.kernel_w)
+        return (p.num_output, cin // p.group)
 
     def torch_forward(self, p, xs, blobs, n_tops=1):
         import torch.nn.functional as F
-        return [F.conv2d(x, blobs[0], blobs[1] if p.bias_term else None, (p.stride_h, p.stride_w),
-                         (p.pad_h, p.pad_w), (p.dilation_h, p.dilation_w), p.group) for x in xs]
+        _, stride, pad, dil = self.axes(p, tuple(xs[0].shape))
+        conv = F.conv2d if len(stride) == 2 else F.conv3d
+        return [conv(x, blobs[0], blobs[1] if p.bias_term else None, stride, pad, dil, p.group) for x in xs]
 
     def shapes(self, p: ConvParams, ins):
-        require_rank(ins, 4, "Convolution")
-        n, c, h, w = ins[0]
+        kernel, stride, pad, dil = self.axes(p, ins[0])
+        n, c, *sizes = ins[0]
         if c % p.group:
             raise ShapeError(f"input channels {c} are not divisible by group {p.group}")
-        ekh = p.dilation_h * (p.kernel_h - 1) + 1
-        ekw = p.dilation_w * (p.kernel_w - 1) + 1
-        ho = (h + 2 * p.pad_h - ekh) // p.stride_h + 1
-        wo = (w + 2 * p.pad_w - ekw) // p.stride_w + 1
-        if ho <= 0 or wo <= 0:
-            raise ShapeError(f"input {h}x{w} is smaller than the {ekh}x{ekw} kernel (pad {p.pad_h},{p.pad_w})")
-        return [(n, p.num_output, ho, wo)]
+        out = conv_nd.conv_out(sizes, kernel, stride, pad, dil)
+        if min(out) <= 0:
+            ek = "x".join(str(d * (k - 1) + 1) for k, d in zip(kernel, dil))
+            raise ShapeError(f"input {'x'.join(map(str, sizes))} is smaller than the {ek} kernel "
+                             f"(pad {','.join(map(str, pad))})")
+        return [(n, p.num_output) + out]
 
 
 @register
@@ -238,20 +273,24 @@ class Deconvolution(_ConvBase):
     type = "Deconvolution"
     examples = (Example(params=dict(num_output=6, kernel_size=4, stride=2, pad=1), ins=[(2, 4, 5, 5)]),
                 Example(params=dict(num_output=4, kernel_size=3, group=2, bias_term=False),
-                        ins=[(2, 4, 4, 6)]))
+                        ins=[(2, 4, 4, 6)]),
+                Example(params=dict(num_output=3, kernel_size=[2, 3, 3], stride=[1, 2, 2],
+                                    pad=[0, 1, 1]), ins=[(2, 4, 3, 4, 5)]),
+                Example(params=dict(num_output=2, kernel_size=2, stride=2), ins=[(1, 3, 3, 4, 2)]))
 
     def macs(self, p: ConvParams, ins, outs) -> int:
         # every input element scatters into (Cout/group) * kh * kw outputs
-        return len(ins) * numel(ins[0][1:]) * (p.num_output // p.group) * p.kernel_h * p.kernel_w
+        return len(ins) * numel(ins[0][1:]) * (p.num_output // p.group) * numel(self.axes(p, ins[0])[0])
 
     @staticmethod
     def _weight_shape(p, cin):
-        return (cin, p.num_output // p.group, p.kernel_h, p.kernel_w)
+        return (cin, p.num_output // p.group)
 
     def init_weights(self, p: ConvParams, ins, rng):
         shapes = self.weight_shapes(p, ins)
         # each output receives about cin/group * k*k / stride^2 contributions
-        fan = max(1, ins[0][1] // p.group * p.kernel_h * p.kernel_w // (p.stride_h * p.stride_w))
+        kernel, stride = self.axes(p, ins[0])[:2]
+        fan = max(1, ins[0][1] // p.group * numel(kernel) // numel(stride))
         ws = [he_normal(shapes[0], fan, rng)]
         if p.bias_term:
             ws.append((rng.standard_normal(shapes[1]) * 0.05).astype(np.float32))
@@ -262,20 +301,20 @@ class Deconvolution(_ConvBase):
 
     def torch_forward(self, p, xs, blobs, n_tops=1):
         import torch.nn.functional as F
-        return [F.conv_transpose2d(x, blobs[0], blobs[1] if p.bias_term else None,
-                                   (p.stride_h, p.stride_w), (p.pad_h, p.pad_w), 0, p.group,
-                                   (p.dilation_h, p.dilation_w)) for x in xs]
+        _, stride, pad, dil = self.axes(p, tuple(xs[0].shape))
+        deconv = F.conv_transpose2d if len(stride) == 2 else F.conv_transpose3d
+        return [deconv(x, blobs[0], blobs[1] if p.bias_term else None, stride, pad, 0, p.group, dil)
+                for x in xs]
 
     def shapes(self, p: ConvParams, ins):
-        require_rank(ins, 4, "Deconvolution")
-        n, c, h, w = ins[0]
+        kernel, stride, pad, dil = self.axes(p, ins[0])
+        n, c, *sizes = ins[0]
         if c % p.group:
             raise ShapeError(f"input channels {c} are not divisible by group {p.group}")
-        ho = p.stride_h * (h - 1) + p.dilation_h * (p.kernel_h - 1) + 1 - 2 * p.pad_h
-        wo = p.stride_w * (w - 1) + p.dilation_w * (p.kernel_w - 1) + 1 - 2 * p.pad_w
-        if ho <= 0 or wo <= 0:
-            raise ShapeError(f"output would be {ho}x{wo}")
-        return [(n, p.num_output, ho, wo)]
+        out = conv_nd.deconv_out(sizes, kernel, stride, pad, dil)
+        if min(out) <= 0:
+            raise ShapeError(f"output would be {'x'.join(map(str, out))}")
+        return [(n, p.num_output) + out]
 
 
 @dataclass(frozen=True)
