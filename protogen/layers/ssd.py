@@ -28,6 +28,9 @@ class PriorBoxParams:
     step_h: float | None = None
     step_w: float | None = None
     offset: float = 0.5
+    #: OpenCV's clustered priors (opencv-caffe.proto PriorBoxParameter 16/17): one box per pair
+    width: tuple = ()
+    height: tuple = ()
 
 
 def prior_aspect_ratios(p: PriorBoxParams) -> list[float]:
@@ -53,6 +56,8 @@ def prior_box_sizes(p: PriorBoxParams) -> list[tuple[float, float]]:
     (One revision stored in weiliu89/caffe's history scales the ratio boxes from
     sqrt(min*max) when max_size is given; the SSD releases, their forks and OpenCV's importer
     scale them from min_size, which is what trained SSD models expect: we follow that.)"""
+    if p.width:         # clustered priors: the given sizes, as floats (OpenCV keeps floats)
+        return [(float(np.float32(w)), float(np.float32(h))) for w, h in zip(p.width, p.height)]
     out = []
     ars = prior_aspect_ratios(p)
     for s, mn in enumerate(p.min_size):
@@ -96,7 +101,13 @@ class PriorBox(LayerType):
     channel 1 the variances.
 
     semantics: weiliu89/caffe src/caffe/layers/prior_box_layer.cpp (min_size/max_size are
-    truncated to int there; OpenCV's importer keeps them as floats)."""
+    truncated to int there; OpenCV's importer keeps them as floats).
+
+    Clustered priors (OpenVINO's PriorBoxClustered): ``width``/``height`` lists, OpenCV's own
+    caffe.proto fields (opencv modules/dnn/src/caffe/opencv-caffe.proto; semantics: its
+    modules/dnn/src/layers/prior_box_layer.cpp): one box of the given pixel size per pair at
+    every location, in list order, the centres, step, offset, clip and variances as above;
+    exclusive with min_size/max_size/aspect_ratio (OpenCV asserts so)."""
     type = "PriorBox"
     schemas = ("ssd",)
     param_field = "prior_box_param"
@@ -110,10 +121,21 @@ class PriorBox(LayerType):
                             variance=[0.1]), ins=[(1, 2, 3, 3), (1, 3, 24, 24)]),
         Example(params=dict(min_size=[16.0], img_h=50, img_w=40, step_h=9.0, step_w=7.5, offset=0.0),
                 ins=[(1, 2, 6, 5)]),
+        Example(params=dict(width=[5.5, 12.0, 30.0], height=[7.0, 3.25, 30.0], clip=True,
+                            variance=[0.1, 0.1, 0.2, 0.2], step=8),
+                ins=[(1, 2, 3, 4), (1, 3, 24, 32)]),
     )
 
     def validate(self, p):
-        if not p.min_size:
+        if p.width or p.height:
+            if len(p.width) != len(p.height):
+                raise ProtogenError("PriorBox needs as many width as height values")
+            if p.min_size or p.max_size or p.aspect_ratio:
+                raise ProtogenError("PriorBox width/height (clustered priors) exclude "
+                                    "min_size, max_size and aspect_ratio")
+            if any(v <= 0 for v in p.width + p.height):
+                raise ProtogenError("PriorBox width/height must be positive")
+        elif not p.min_size:
             raise ProtogenError("PriorBox needs min_size")
         if any(m <= 0 for m in p.min_size):
             raise ProtogenError("PriorBox min_size must be positive")
