@@ -123,6 +123,8 @@ class YoloDetectionOutput(LayerType):
     Params = YoloV2Params
     n_bottoms = (1, 2)
     schemas = _YOLO_SCHEMAS
+    #: rows (image, label, score, box): verify compares them as detection sets
+    is_detection_output = True
     examples = (
         Example(params=dict(num_classes=3, num_box=2, confidence_threshold=0.2, nms_threshold=0.45,
                             biases=[1.0, 1.5, 2.5, 2.0]),
@@ -220,6 +222,8 @@ class Yolov3DetectionOutput(LayerType):
     Params = YoloV3Params
     n_bottoms = (1, None)
     schemas = _YOLO_SCHEMAS
+    #: rows (image, label, score, box): verify compares them as detection sets
+    is_detection_output = True
     examples = (
         Example(params=dict(num_classes=2, num_box=2, confidence_threshold=0.3, nms_threshold=0.5,
                             biases=[10, 14, 23, 27, 37, 58, 81, 82], anchors_scale=[32, 16],
