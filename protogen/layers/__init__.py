@@ -9,5 +9,7 @@ from . import ssd, ssd_detect  # noqa: F401,E402  (SSD family: PriorBox, Normali
 from . import data  # noqa: F401,E402  (more data sources: HDF5Data, MemoryData, DenseImageData, ...; engineer D)
 from . import rcnn, yolo  # noqa: F401,E402  (two-stage detectors and YOLO forks; engineer F2)
 from . import train_only  # noqa: F401,E402  (losses and metrics the inference view drops; engineer D)
+from . import cascade  # noqa: F401,E402  (cascade R-CNN: BoxGroupOutput, DecodeBBox, ScaleRoute)
 from . import recurrent  # noqa: F401,E402  (LSTM, RNN: the LRCN examples)
 from . import ssh  # noqa: F401,E402  (SSH face detector Python ProposalLayer; engineer F2-ssh)
+from . import fork_misc  # noqa: F401,E402  (DenseBlock, MarginInnerProduct, ImageLabelmapData)
