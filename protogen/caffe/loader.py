@@ -41,6 +41,8 @@ def load_prototxt(path, phase: str | None = None) -> Graph:
     """Read a prototxt as an IR graph (the ``phase`` view when given); ``graph.notes``
     lists what was ignored."""
     msg, notes = read_net_notes(path)
+    from .fork_rewrite import rewrite_fork_layers     # DenseBlock, opencl fusions, int8 fields
+    notes += rewrite_fork_layers(msg, str(path))[0]
     notes += rename_repeated_layers(msg)[1]
     return _graph_of(msg, notes, path, phase)
 
@@ -243,6 +245,9 @@ def load_model(prototxt, caffemodel=None, phase: str | None = None, input_shape=
     from .fill import fillers_of
     msg, notes = read_net_notes(ptxt)
     filter_net(msg, phase, level, stages, file=ptxt)
+    from .fork_rewrite import rewrite_fork_layers, split_model_blobs
+    more, blob_maps = rewrite_fork_layers(msg, ptxt)   # DenseBlock, opencl fusions, int8 fields
+    notes += more
     renamed, more = rename_repeated_layers(msg)
     notes += more + drop_training_settings(msg)
     fillers = {lp.name: fillers_of(lp) for lp in msg.layer}
@@ -253,6 +258,7 @@ def load_model(prototxt, caffemodel=None, phase: str | None = None, input_shape=
     elif input_shape is not None:
         raise ProtogenError("input_shape needs the inference view")
     model = read_caffemodel(caffemodel) if caffemodel is not None else None
+    split_model_blobs(model, blob_maps, file=str(caffemodel))   # DenseBlock blobs -> its layers
     try:
         attach_weights(g, model, file=str(caffemodel) if caffemodel is not None else ptxt,
                        fillers=fillers, no_source=renamed, notes=notes)
