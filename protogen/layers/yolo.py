@@ -315,3 +315,97 @@ class Yolov3DetectionOutput(LayerType):
         src.assign(f"{fn}([{', '.join(src.xs())}], {[float(b) for b in p.biases]!r}, {[int(m) for m in p.mask]!r}, "
                    f"{[int(a) for a in p.anchors_scale]!r}, {p.num_box}, {groups}, {p.num_classes}, "
                    f"{float(p.confidence_threshold)!r}, {float(p.nms_threshold)!r})", comment=True)
+
+
+# ----------------------------------------------------------------------------- Region
+@dataclass(frozen=True)
+class RegionParams:
+    coords: int = 4
+    classes: int = 20
+    num: int = 1
+
+
+def region_activate(x, coords: int, classes: int, num: int):
+    """YOLO v2 Region as openvinotoolkit/training_toolbox_caffe src/caffe/layers/region_layer.cpp
+    computes it (Forward_cpu): per image and anchor (channels = num blocks of coords + 1 +
+    classes maps), logistic on entries 0 and 1 (x, y) and on entry ``coords`` (objectness),
+    softmax over the ``classes`` maps after it at every location; the other coordinates (w, h)
+    pass unchanged. No decoding, threshold or NMS (that is the application's, or
+    YoloDetectionOutput's, job). Output shape = input shape."""
+    import torch
+    n = x.shape[0]
+    t = x.reshape(n, num, coords + 1 + classes, -1)
+    parts = [t[:, :, :2].sigmoid(), t[:, :, 2:coords], t[:, :, coords:coords + 1].sigmoid()]
+    if classes:
+        parts.append(t[:, :, coords + 1:].softmax(2))
+    return torch.cat(parts, 2).reshape(x.shape)
+
+
+@register
+class Region(LayerType):
+    """YOLO v2 "Region" of the Caffe YOLO forks, in the form openvinotoolkit/
+    training_toolbox_caffe defines (region_param 214: coords, classes, num; semantics:
+    :func:`region_activate`). Other forks' Region layers differ and are not read: BirdeeChen/
+    caffe_yolo_v2 (boxes_of_each_grid, softmax; transposes the blob), sokeeffe/caffe_yolo (the
+    same activation, fields side/num_classes), Cambricon's (decode + NMS for one class)."""
+    type = "Region"
+    param_field = "region_param"
+    Params = RegionParams
+    schemas = ("yolo",)
+    examples = (
+        Example(params=dict(coords=4, classes=3, num=2), ins=[(2, 16, 3, 5)]),
+        Example(params=dict(coords=4, classes=20, num=5), ins=[(1, 125, 4, 4)]),
+        Example(params=dict(coords=6, classes=2, num=1), ins=[(2, 9, 2, 3)]),
+        Example(params=dict(coords=4, classes=0, num=3), ins=[(1, 15, 2, 2)]),
+    )
+
+    def validate(self, p):
+        if p.num <= 0 or p.classes < 0:
+            raise ProtogenError("Region needs region_param.num > 0 and classes >= 0")
+        if p.coords < 2:
+            raise ProtogenError(f"Region coords {p.coords} < 2: the C++ layer's x/y logistic "
+                                "would overlap the objectness entry (not supported)")
+
+    def opencv_limit(self, p):
+        """OpenCV's "Region" (modules/dnn/src/layers/region_layer.cpp) is darknet's region
+        *decode* (boxes, class scores, NMS) configured by its Darknet importer: its Caffe
+        importer ignores region_param and the layer then asserts its anchors blob. Its decode
+        is still used as an independent check of the activations (tests/layers/test_region.py)."""
+        return ("has no Caffe form of Region: its Region is darknet's decode layer (anchors blob "
+                "from the Darknet importer; region_param is not read)")
+
+    def shapes(self, p, ins):
+        require_rank(ins, 4, "Region")
+        c = ins[0][1]
+        if c != p.num * (p.coords + 1 + p.classes):
+            raise ShapeError(f"Region: {c} channels, region_param says num x (coords + 1 + classes) "
+                             f"= {p.num * (p.coords + 1 + p.classes)} (the C++ layer indexes by the latter)")
+        return [tuple(ins[0])]
+
+    def to_onnx(self, ctx, step):
+        p = step.layer.params
+        x = ctx.name(step.inputs[0])
+        t = ctx.op("Reshape", [x, ctx.ints("as4", [0, p.num, p.coords + 1 + p.classes, -1])])
+
+        def part(a, b):
+            return ctx.op("Slice", [t, ctx.ints("s", [a]), ctx.ints("e", [b]), ctx.ints("a", [2])])
+        parts = [ctx.op("Sigmoid", [part(0, 2)])]
+        if p.coords > 2:
+            parts.append(part(2, p.coords))
+        parts.append(ctx.op("Sigmoid", [part(p.coords, p.coords + 1)]))
+        if p.classes:
+            parts.append(ctx.op("Softmax", [part(p.coords + 1, p.coords + 1 + p.classes)], axis=2))
+        y = ctx.op("Concat", parts, axis=2)
+        ctx.op("Reshape", [y, ctx.op("Shape", [x])], step.outputs[0])
+
+    def torch_forward(self, p, xs, blobs, n_tops=1):
+        return [region_activate(xs[0], p.coords, p.classes, p.num)]
+
+    def torch_source(self, p, src, step):
+        import inspect
+        if "yolo.region_activate" not in src.uses:
+            src.uses.add("yolo.region_activate")
+            for ln in inspect.getsource(region_activate).rstrip("\n").split("\n"):
+                src.line(ln)
+        src.assign(f"region_activate({src.x()}, {p.coords}, {p.classes}, {p.num})", comment=True)
+
