@@ -31,6 +31,9 @@ SCHEMA_NAMES = {
     "waifu2x": "waifu2x-caffe",
     "mobilenet-v3": "MobileNet-v3 ports",
     "pva-faster-rcnn": "PVANet Faster R-CNN",
+    "densenet-tongcheng": "DenseNet (Tongcheng)",
+    "sphereface": "SphereFace",
+    "hed": "HED (s9xie)",
 }
 
 
@@ -86,8 +89,10 @@ def build_rows(with_onnx: bool = True) -> list[Row]:
             row.aliases.append(name)
         if kind.is_input:
             row.role, row.onnx_ops = "input", ["(graph input)"]
-        elif kind.is_loss:
+        elif kind.is_loss or kind.is_metric:
             row.role, row.onnx_ops = "training-only", ["(dropped)"]
+        elif getattr(kind, "expands_into", ()):      # rewritten by the loader (DenseBlock)
+            row.role, row.onnx_ops = "expanded", [f"(as {', '.join(kind.expands_into)})"]
         elif with_onnx:
             row.onnx_ops, row.note = _example_ops(kind)
         seen[id(kind)] = row

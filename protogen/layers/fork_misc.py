@@ -124,6 +124,8 @@ class DenseBlock(LayerType):
     Params = DenseBlockParams
     schemas = ("densenet-tongcheng",)
     benign_param_fields = LayerType.benign_param_fields | _BENIGN | set(_IGNORED_GEOMETRY)
+    #: the standard types the loader rewrites it into (listed by ``protogen layers``)
+    expands_into = ("BatchNorm", "Scale", "ReLU", "Convolution", "Dropout", "Concat")
 
     def validate(self, p):
         if p.numTransition < 1 or p.growthRate < 1 or p.initChannel < 1:

@@ -58,6 +58,12 @@ NO_EXAMPLES = {
         "EuclideanLoss", "SigmoidCrossEntropyLoss", "ContrastiveLoss", "HingeLoss", "InfogainLoss",
         "MultinomialLogisticLoss", "SmoothL1Loss", "MultiBoxLoss", "CenterLoss", "SegAccuracy",
         "EvalDetection", "DetectionEvaluate")},
+    # protogen/layers/fork_misc.py: the loader expands DenseBlock into standard layers
+    # (tests/layers/test_fork_layers.py checks it against a numpy forward); the others only
+    # exist for training (a data source, SphereFace's label-reading head)
+    "DenseBlock": "expanded by the loader into BatchNorm/Scale/ReLU/Convolution/Concat",
+    "ImageLabelmapData": "training data source (HED image + edge-map list)",
+    "MarginInnerProduct": "training head: its forward reads the label",
 }
 
 
