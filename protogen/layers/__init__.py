@@ -13,3 +13,4 @@ from . import cascade  # noqa: F401,E402  (cascade R-CNN: BoxGroupOutput, Decode
 from . import recurrent  # noqa: F401,E402  (LSTM, RNN: the LRCN examples)
 from . import ssh  # noqa: F401,E402  (SSH face detector Python ProposalLayer; engineer F2-ssh)
 from . import fork_misc  # noqa: F401,E402  (DenseBlock, MarginInnerProduct, ImageLabelmapData)
+from . import c3d  # noqa: F401,E402  (C3D fork: Convolution3D, Pooling3D, VIDEO_DATA)

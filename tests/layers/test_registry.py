@@ -63,6 +63,7 @@ NO_EXAMPLES = {
     # exist for training (a data source, SphereFace's label-reading head)
     "DenseBlock": "expanded by the loader into BatchNorm/Scale/ReLU/Convolution/Concat",
     "ImageLabelmapData": "training data source (HED image + edge-map list)",
+    "C3DVideoData": "training data source (C3D clip list; protogen/layers/c3d.py, tests/layers/test_conv3d.py)",
     "MarginInnerProduct": "training head: its forward reads the label",
 }
 
