@@ -97,8 +97,20 @@ def inference_view(graph: Graph, input_shape=None, file: str | None = None) -> G
     """The net as an inference (deploy) graph: data layers (Data, ImageData, ...) become
     ``Input`` layers for their first top (shape from ``input_shape`` or the layer's own
     crop size); their other tops (labels), every layer depending on them and loss layers
-    are dropped. ``input_shape`` overrides the shape of a single-input net's Input."""
+    are dropped. ``input_shape`` overrides the shape of a single-input net's Input; a dict
+    ``{top: shape}`` sets several, and makes the named later tops of a data layer Inputs."""
     from ..layers.io import InputParams
+    named = None
+    if isinstance(input_shape, dict):
+        # {top: shape}: the shapes of several inputs, including data tops after the first that
+        # the net computes with (an LRCN net's sequence markers); those become Inputs too
+        named = {str(k): parse_input_shape(v) for k, v in input_shape.items()}
+        tops = {t for l in graph.layers if l.kind.is_input for t in l.tops}
+        unknown = sorted(set(named) - tops)
+        if unknown:
+            raise ProtogenError(f"input shapes given for {', '.join(map(repr, unknown))}, which no "
+                                "input or data layer produces", file=file)
+        input_shape = None
     shape = parse_input_shape(input_shape)
     dropped: set[str] = set()
     layers, losses, lost = [], [], []
@@ -112,9 +124,15 @@ def inference_view(graph: Graph, input_shape=None, file: str | None = None) -> G
             if kind.is_deploy_input:
                 if shape is not None:
                     l = l.copy(params=InputParams(shape=(shape,)))
+                elif named and len(l.params.shape) == len(l.tops):
+                    l = l.copy(params=InputParams(shape=tuple(
+                        named.get(t, s) for t, s in zip(l.tops, l.params.shape))))
                 layers.append(l)
                 continue
-            if shape is None:
+            extra = [t for t in l.tops[1:] if named and t in named]
+            if named and l.tops[0] in named:
+                own = named[l.tops[0]]
+            elif shape is None:
                 try:
                     own = kind.output_shapes(l.params, [], len(l.tops))[0]
                 except ProtogenError:
@@ -124,8 +142,9 @@ def inference_view(graph: Graph, input_shape=None, file: str | None = None) -> G
                         file=file, layer=l.name) from None
             else:
                 own = shape
-            layers.append(Layer_(l.name, l.tops[0], own))
-            dropped.update(l.tops[1:])
+            layers.append(Layer_(l.name, l.tops[0], own) if not extra else
+                          Layer_(l.name, [l.tops[0]] + extra, [own] + [named[t] for t in extra]))
+            dropped.update(t for t in l.tops[1:] if t not in extra)
             continue
         if kind.is_loss or any(b in dropped for b in l.bottoms):
             if kind.is_loss:
@@ -141,7 +160,8 @@ def inference_view(graph: Graph, input_shape=None, file: str | None = None) -> G
         what = "; ".join(f"'{n}' reads {', '.join(repr(b) for b in bs)}" for n, bs in lost)
         raise ProtogenError(f"the inference view keeps only the first top of each data layer, but "
                             f"layers compute with the others ({what}): write a deploy net with "
-                            "Input layers for them", file=file, layer=lost[0][0])
+                            "Input layers for them, or give their shapes by name "
+                            "(input_shape={top: shape})", file=file, layer=lost[0][0])
     out = Graph(graph.name, _drop_unread_inputs(layers, dropped))
     out.notes = ([f"dropped training-only layer(s) {', '.join(repr(n) for n in losses[:5])}"
                   f"{' and %d more' % (len(losses) - 5) if len(losses) > 5 else ''} "
@@ -170,10 +190,12 @@ def _drop_unread_inputs(layers: list, dropped: set) -> list:
 
 
 def Layer_(name, top, shape):
+    """An Input layer: one top and its shape, or lists of tops and shapes."""
     from ..ir import Layer
     from ..layers.io import InputParams
-    return Layer(name=name, type="Input", bottoms=[], tops=[top],
-                 params=InputParams(shape=(tuple(int(d) for d in shape),)))
+    tops, shapes = (top, shape) if isinstance(top, list) else ([top], [shape])
+    return Layer(name=name, type="Input", bottoms=[], tops=list(tops),
+                 params=InputParams(shape=tuple(tuple(int(d) for d in s) for s in shapes)))
 
 
 # ============================================================================ weights
