@@ -209,6 +209,11 @@ def run_opencv_caffe(g: Graph, dialect: Dialect, feeds, wanted: list[str], tmp: 
         why = l.kind.opencv_limit(l.params) if hasattr(l.kind, "opencv_limit") else None
         if why:
             raise Skip(f"OpenCV {cv2.__version__} {why} (layer '{l.name}')")
+    for st in (resolved or g.resolve()).steps:     # limits that depend on the input shapes
+        why = st.layer.kind.opencv_limit_shapes(st.layer.params, st.in_shapes) \
+            if hasattr(st.layer.kind, "opencv_limit_shapes") else None
+        if why:
+            raise Skip(f"OpenCV {cv2.__version__} {why} (layer '{st.layer.name}')")
     np_ = to_net_param(g, DEPLOY, dialect)
     proto = tmp / f"{g.name.replace('/', '_')}.prototxt"
     model = tmp / f"{g.name.replace('/', '_')}.caffemodel"

@@ -128,6 +128,12 @@ class _ConvBase(LayerType):
         """(kernel, stride, pad, dilation) per spatial axis for an input of ``shape``."""
         return conv_nd.axes(p, len(shape), self.type)
 
+    def caffe_layers(self, layer, dialect, shapes=None) -> list:
+        # a 5-D input: every field written with one value per spatial axis (conv_nd.explicit)
+        if shapes and not layer.params.kernel_d and len(shapes[0]) == 5:
+            layer = layer.copy(params=conv_nd.explicit(layer.params, 5))
+        return super().caffe_layers(layer, dialect, shapes)
+
     def weight_shapes(self, p: ConvParams, ins):
         kernel = self.axes(p, ins[0])[0]
         cin = ins[0][1]
@@ -298,6 +304,13 @@ class Deconvolution(_ConvBase):
 
     onnx_op = "ConvTranspose"
     torch_module = "nn.ConvTranspose2d"
+
+    def opencv_limit_shapes(self, p, ins):
+        # measured with OpenCV 4.14 (tests/layers/test_conv3d.py): its Caffe importer reads a
+        # 3-D Deconvolution, then refuses to run it ("unsupported on OpenCV backend")
+        if ins and len(ins[0]) == 5:
+            return "does not implement 3-D Deconvolution (5-D input) on its CPU backend"
+        return None
 
     def torch_forward(self, p, xs, blobs, n_tops=1):
         import torch.nn.functional as F
