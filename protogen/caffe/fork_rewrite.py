@@ -159,12 +159,28 @@ def _lrn_fusion(lp, layers: list, names: set, blobs: set) -> None:
     layers.extend([lp, pool])
 
 
-def split_model_blobs(model, maps: dict, file=None) -> None:
+def split_model_blobs(model, maps: dict, file=None, graph=None, prototxt=None) -> None:
     """Move the caffemodel blobs of each rewritten layer (``maps`` from
-    :func:`rewrite_fork_layers`) to the layers it became (in place on ``model.blobs``)."""
+    :func:`rewrite_fork_layers`) to the layers it became (in place on ``model.blobs``).
+    With ``graph`` (the loaded graph), also check what the rewritten layers assumed of their
+    input shapes (a DenseBlock's initChannel: the fork reads that many channels)."""
+    if graph is not None and maps:
+        _check_shapes(graph, maps, prototxt)
     if model is None or not maps:
         return
     for name, (kind, lp) in maps.items():
         blobs = model.blobs.pop(name, None)
         if blobs:
             model.blobs.update(kind.split_blobs(lp, blobs, file=file))
+
+
+def _check_shapes(graph, maps: dict, prototxt) -> None:
+    steps = {st.layer.name: st for st in graph.steps()}
+    for name, (kind, lp) in maps.items():
+        first = steps.get(kind.sub_names(name, 0, False)["bn"])
+        if first is None:
+            continue
+        try:
+            kind.output_shapes(kind.parse(lp), [first.in_shapes[0]], 1)
+        except ProtogenError as e:
+            raise e.with_context(file=prototxt, layer=name)

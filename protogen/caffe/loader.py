@@ -280,7 +280,8 @@ def load_model(prototxt, caffemodel=None, phase: str | None = None, input_shape=
     elif input_shape is not None:
         raise ProtogenError("input_shape needs the inference view")
     model = read_caffemodel(caffemodel) if caffemodel is not None else None
-    split_model_blobs(model, blob_maps, file=str(caffemodel))   # DenseBlock blobs -> its layers
+    split_model_blobs(model, blob_maps, file=str(caffemodel), graph=g if inference else None,
+                      prototxt=ptxt)     # DenseBlock blobs -> its layers; initChannel checked
     try:
         attach_weights(g, model, file=str(caffemodel) if caffemodel is not None else ptxt,
                        fillers=fillers, no_source=renamed, notes=notes)
