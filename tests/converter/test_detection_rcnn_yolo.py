@@ -13,7 +13,7 @@ prototxt with the seeded weights in a caffemodel).
   every runtime (count > 0 asserted: the seeded weights give detections); OpenCV has no
   YOLO detection-output layer, so it is compared on the raw head blobs (the prototxt without
   the detection layer).
-* Refused, with the reason checked: SSH (its own Python proposal module), cascade R-CNN
+* Refused, with the reason checked: cascade R-CNN
   (BoxGroupOutput/DecodeBBox/ScaleRoute).
 Inputs are small so that the nets run in seconds to tens of seconds (slow-marked).
 """
@@ -247,8 +247,6 @@ def test_yolo_v3_spp():
 
 # ----------------------------------------------------------------------------- refused
 REFUSED = {
-    "mahyarnajibi_ssh/SSH/models/test_ssh.prototxt":
-        "SSH.layers.proposal_layer.ProposalLayer",
     "zhaoweicai_cascade-rcnn/examples/voc/res50-9s-600-rfcn-cascade/deploy.prototxt":
         "unknown layer type 'BoxGroupOutput'",
     "zhaoweicai_cascade-rcnn/examples/coco/res50-15s-800-fpn-cascade/deploy.prototxt":
