@@ -12,7 +12,7 @@ input: "data" input_shape { dim: 1 dim: 3 dim: 8 dim: 8 }
 layer {
   name: "conv1" type: "Convolution" bottom: "data" top: "conv1"
   convolution_param { num_output: 4 kernel_size: 3
-    fuse_type: FUSED_RELU
+    fused_op: FUSED_RELU
     weight_filler { type: "msra" } }
 }
 layer { name: "pool1" type: "Pooling" bottom: "conv1" top: "pool1"
@@ -33,7 +33,7 @@ def test_three_unknown_fields_are_named_with_their_lines(tmp_path):
     text = str(e)
     # all three, each with file:line:col and its layer; the training-only my_filler is not one
     assert len(e.items) == 3, text
-    assert f"{p}:6:5: unknown field 'convolution_param.fuse_type'" in text
+    assert f"{p}:6:5: unknown field 'convolution_param.fused_op'" in text
     assert f"{p}:10:54: unknown field 'pooling_param.kernel_depth'" in text
     assert f"{p}:13:3: unknown field 'quantization_parameter'" in text
     assert [n for n, _, _ in e.items] == ["conv1", "pool1", "fc"]
@@ -44,7 +44,7 @@ def test_three_unknown_fields_are_named_with_their_lines(tmp_path):
 
 def test_training_only_unknown_fields_are_ignored_with_a_note(tmp_path):
     p = tmp_path / "t.prototxt"
-    p.write_text(THREE_UNKNOWN.replace("    fuse_type: FUSED_RELU\n", "")
+    p.write_text(THREE_UNKNOWN.replace("    fused_op: FUSED_RELU\n", "")
                  .replace(" kernel_depth: 2", "").replace("  quantization_parameter { bw_params: 8 }\n", "")
                  .replace('layer { name: "pool1"', 'layer { name: "bn" type: "BatchNorm" bottom: "conv1" '
                           'top: "conv1" batch_norm_param { filler { type: "constant" } } }\nlayer { name: "pool1"'))
