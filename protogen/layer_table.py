@@ -31,6 +31,7 @@ SCHEMA_NAMES = {
     "waifu2x": "waifu2x-caffe",
     "mobilenet-v3": "MobileNet-v3 ports",
     "pva-faster-rcnn": "PVANet Faster R-CNN",
+    "ssh": "SSH (mahyarnajibi)",
     "c3d": "C3D (facebookarchive)",
     "densenet-tongcheng": "DenseNet (Tongcheng)",
     "sphereface": "SphereFace",

@@ -138,9 +138,8 @@ class SSHProposal(SeedsImInfo, LayerType):
         return anchors_py(base, ratios, scales)
 
     def opencv_limit(self, p):
-        return ("cannot run a Python layer (SSH's ProposalLayer); a Python layer named "
-                "ProposalLayer becomes OpenCV's own Proposal (PriorBox + DetectionOutput with "
-                "NMS), not SSH's NMS-free TEST forward")
+        return ("cannot run Python layers: its Caffe importer refuses SSH's ProposalLayer "
+                "(\"Can't create layer ... of type Python\")")
 
     # ------------------------------------------------------------------ shapes
     def shapes(self, p, ins):
