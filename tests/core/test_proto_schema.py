@@ -416,12 +416,14 @@ FORK_LAYER_FIELDS = [
     ("yolo_detection_output_param", 601, 601, "eric612/MobileNet-YOLO"),
     ("yolov3_detection_output_param", 602, 602, "eric612/MobileNet-YOLO"),
     ("roi_pooling_param", 8266711, 8266711, "rbgirshick/caffe-fast-rcnn"),
+    ("denseblock_param", 260, 260, "Tongcheng DenseNet caffe (as in leonzfa/iResNet's copy)"),
     # the fork's number is upstream's (or another fork's): renumbered 60000 + n
     ("upsample_param", 60137, 137, "alexgkendall/caffe-segnet (137 = embed_param)"),
     ("dense_image_data_param", 60138, 138, "alexgkendall/caffe-segnet (138 = tile_param)"),
     ("interp_param", 60143, 143, "DeepLab v2 / PSPNet (143 = input_param)"),
     ("smooth_l1_loss_param", 60148, 148, "mahyarnajibi/caffe-ssh (148 = clip_param)"),
     ("quantization_param", 60158, 158, "intel/caffe (158 = box_group_output_param)"),
+    ("margin_inner_product_param", 60147, 147, "wy1iu/sphereface (147 = swish_param)"),
     # forks disagree: protogen's own numbers
     ("proposal_param", 70001, None, "pva-faster-rcnn and others"),
     ("crop_center_param", 70003, None, "lltcggie/waifu2x-caffe"),
