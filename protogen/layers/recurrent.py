@@ -194,6 +194,16 @@ class _Recurrent(LayerType):
         return [("None" if a is None else a) for a in args] if source else args
 
 
+def _lstm_unit_onnx(ctx, g, ct, c, split4, outs=(None, None)):
+    """One LSTMUnit step in ONNX: gates ``g`` (1, N, 4H) in order (i, f, o, g), ``ct`` (1, N, 1),
+    ``c`` the previous cell (None: zero, which adds nothing). Returns (c_t, h_t)."""
+    i, f, o, gg = ctx.op("Split", [g, split4], n_out=4, axis=2)
+    ig = ctx.op("Mul", [ctx.op("Sigmoid", [i]), ctx.op("Tanh", [gg])], None if c is not None else outs[0])
+    if c is not None:                       # f' = cont_t * sigmoid(f): 0 when cont_t = 0
+        ig = ctx.op("Add", [ctx.op("Mul", [ctx.op("Mul", [ct, ctx.op("Sigmoid", [f])]), c]), ig], outs[0])
+    return ig, ctx.op("Mul", [ctx.op("Sigmoid", [o]), ctx.op("Tanh", [ig])], outs[1])
+
+
 @register
 class LSTM(_Recurrent):
     """Caffe's LSTM (the unrolled net of lstm_layer.cpp with LSTMUnit steps).
@@ -254,12 +264,7 @@ class LSTM(_Recurrent):
                 g = ctx.op("Add", [ctx.op("MatMul", [ctx.op("Mul", [h, ct]), w_h]), gx])
             if gs is not None:
                 g = ctx.op("Add", [g, gs])
-            i, f, o, gg = ctx.op("Split", [g, split4], n_out=4, axis=2)
-            ig = ctx.op("Mul", [ctx.op("Sigmoid", [i]), ctx.op("Tanh", [gg])])
-            if c is not None:                       # f' = cont_t * sigmoid(f); 0 when cont_t = 0
-                ig = ctx.op("Add", [ctx.op("Mul", [ctx.op("Mul", [ct, ctx.op("Sigmoid", [f])]), c]), ig])
-            c = ig
-            h = ctx.op("Mul", [ctx.op("Sigmoid", [o]), ctx.op("Tanh", [c])])
+            c, h = _lstm_unit_onnx(ctx, g, ct, c, split4)
             hs.append(h)
         ctx.op("Concat", hs, step.outputs[0], axis=0)
         if len(step.outputs) > 1:
@@ -330,3 +335,39 @@ class RNN(_Recurrent):
         ctx.op("Tanh", [o], step.outputs[0])
         if len(step.outputs) > 1:
             ctx.op("Identity", [h], step.outputs[1])
+
+
+@register
+class LSTMUnit(LayerType):
+    """One LSTM step as a layer (what Caffe's LSTM unrolls into): bottoms c_{t-1} (1, N, H),
+    gate inputs (1, N, 4H) in order (i, f, o, g), cont_t (1, N); tops c_t, h_t (1, N, H).
+    semantics: BVLC/caffe src/caffe/layers/lstm_unit_layer.cpp"""
+    type = "LSTMUnit"
+    n_bottoms = (3, 3)
+    n_tops = (2, 2)
+    examples = (Example(ins=[(1, 3, 4), (1, 3, 16), (1, 3)], n_tops=2,
+                        data=lambda rng, s: [rng.standard_normal(s[0]), rng.standard_normal(s[1]),
+                                             np.array([[0.0, 1.0, 0.5]])]),)
+
+    def output_shapes(self, p, ins, n_tops):
+        c, x, cont = (tuple(s) for s in ins)
+        if len(c) != 3 or len(x) != 3 or len(cont) != 2 or c[0] != 1 or x[0] != 1 or cont[0] != 1:
+            raise ShapeError(f"LSTMUnit takes (1, N, H), (1, N, 4H), (1, N); got {c}, {x}, {cont}")
+        if x[1] != c[1] or cont[1] != c[1] or x[2] != 4 * c[2]:
+            raise ShapeError(f"LSTMUnit: gate input {x} must be (1, N, 4H) and cont {cont} (1, N) "
+                             f"for a cell {c}")
+        return [c, c]
+
+    def to_onnx(self, ctx, step):
+        hid = step.in_shapes[0][2]
+        ct = ctx.op("Unsqueeze", [ctx.name(step.inputs[2]), ctx.ints("axes", [2])])
+        _lstm_unit_onnx(ctx, ctx.name(step.inputs[1]), ct, ctx.name(step.inputs[0]),
+                        ctx.ints("split4", [hid] * 4), outs=tuple(step.outputs))
+
+    def torch_forward(self, p, xs, blobs, n_tops=2):
+        from .recurrent_torch import caffe_lstm_unit
+        return list(caffe_lstm_unit(*xs))
+
+    def torch_source(self, p, src, step):
+        from .recurrent_torch import emit
+        src.assign(f"{emit(src, 'caffe_lstm_unit')}({', '.join(src.xs())})")

@@ -37,6 +37,15 @@ def caffe_lstm(x, cont, w_xc, b_c, w_hc, h=None, c=None, x_static=None, w_xc_sta
     return torch.cat(hs, 0), h, c
 
 
+def caffe_lstm_unit(c_prev, x, cont):
+    """Caffe's LSTMUnit: c_prev (1, N, H), gate inputs x (1, N, 4H), cont (1, N) -> (c, h)."""
+    ct = cont.reshape(1, -1, 1)
+    i, f, o, g = x.split(c_prev.shape[2], dim=2)
+    f = torch.where(ct == 0, torch.zeros_like(f), ct * torch.sigmoid(f))
+    c = f * c_prev + torch.sigmoid(i) * torch.tanh(g)
+    return c, torch.sigmoid(o) * torch.tanh(c)
+
+
 def caffe_rnn(x, cont, w_xh, b_h, w_hh, w_ho, b_o, h=None, x_static=None, w_xh_static=None):
     """Caffe's RNN over x (T, N, ...) with cont (T, N); returns (o (T,N,H), h_T)."""
     t_steps, n = x.shape[0], x.shape[1]

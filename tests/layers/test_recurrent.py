@@ -354,3 +354,27 @@ def test_opencv_has_no_caffe_rnn(tmp_path):
     with pytest.raises(cv2.error, match="RNN"):
         _opencv_net(tmp_path, "RNN", {"x": x, "cont": np.ones((3, 2), np.float32)},
                     _rnn_blobs(rng, 4, 3), "num_output: 4")
+
+
+# ----------------------------------------------------------------------------- LSTMUnit
+def test_lstm_unit_layer():
+    """The LSTMUnit type alone (a hand-unrolled net): c_prev, gates, cont -> c, h, with a
+    stream restarted (cont 0), a continued one and a scaled one (cont 0.5)."""
+    rng = np.random.default_rng(10)
+    ins = {"c": rng.standard_normal((1, 3, 4)).astype(np.float32),
+           "g": (rng.standard_normal((1, 3, 16)) * 2).astype(np.float32),
+           "cont": np.array([[0, 1, 0.5]], np.float32)}
+    c, h = _lstm_unit(ins["c"].astype(np.float64), ins["g"].astype(np.float64), ins["cont"])
+    text = (_net_text("LSTMUnit", ins, ["c_t", "h_t"], "").replace(" recurrent_param {  }", ""))
+    g = graph_from_net_param(parse_prototxt(text))
+    _check(g, ins, {"c_t": c, "h_t": h})
+
+
+@pytest.mark.skipif(not HAS_CV, reason="needs OpenCV's Caffe importer")
+def test_opencv_has_no_caffe_lstm_unit(tmp_path):
+    ins = {"c": np.zeros((1, 2, 3), np.float32), "g": np.zeros((1, 2, 12), np.float32),
+           "cont": np.ones((1, 2), np.float32)}
+    (tmp_path / "n.prototxt").write_text(
+        _net_text("LSTMUnit", ins, ["c_t", "h_t"], "").replace(" recurrent_param {  }", ""))
+    with pytest.raises(cv2.error, match="LSTMUnit"):
+        cv2.dnn.readNetFromCaffe(str(tmp_path / "n.prototxt")).forward("rec")
