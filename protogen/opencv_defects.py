@@ -73,6 +73,13 @@ def _detection_output_refinedet(p, ins) -> bool:
     return len(ins) > 3
 
 
+def _detection_output_eta(p, ins) -> bool:
+    # OpenCV's DetectionOutputLayer calls its NMS with eta fixed to 1.0 (opencv modules/dnn/
+    # src/layers/detection_output_layer.cpp); Caffe's ApplyNMSFast shrinks the threshold by eta.
+    # Reproduction: tests/layers/test_adaptive_nms.py::test_opencv_ignores_eta
+    return float(getattr(p, "eta", 1.0)) < 1.0
+
+
 KNOWN_DEFECTS = (
     KnownDefect("lrn-ignores-k", "LRN",
                 "OpenCV's LRN ignores Caffe's 'k' (it always uses k = 1)",
@@ -97,6 +104,10 @@ KNOWN_DEFECTS = (
                 "torch and ONNX Runtime apply RefineDet's objectness filter and prior "
                 "refinement; OpenCV checks the head blobs only (--blobs all)",
                 _detection_output_refinedet),
+    KnownDefect("detection-output-ignores-eta", "DetectionOutput",
+                "OpenCV's DetectionOutput ignores nms_param.eta (adaptive NMS; it uses eta = 1)",
+                "torch and ONNX Runtime shrink the NMS threshold by eta as Caffe's ApplyNMSFast "
+                "does; OpenCV agrees only for eta: 1", _detection_output_eta),
 )
 
 

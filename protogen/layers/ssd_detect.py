@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 from .._lazy import numpy as np
 
-from ..errors import ProtogenError, ShapeError, UnsupportedError
+from ..errors import ProtogenError, ShapeError
 from .base import Example, LayerType, register
 
 FLT_MAX = 3.4028234663852886e38
@@ -110,8 +110,8 @@ def caffe_detection_output(loc, conf, prior, num_classes: int, share_location: b
                 keep = all(iou[a][k] <= thr for k in kept)
                 if keep:
                     kept.append(a)
-                    if eta < 1 and thr > 0.5:
-                        thr *= eta
+                    if eta < 1 and thr > 0.5:      # float adaptive_threshold *= float eta
+                        thr = float(torch.tensor(thr, dtype=torch.float32) * torch.tensor(eta, dtype=torch.float32))
             found.append((c, [int(cand[a]) for a in kept]))
         dets = [(float(conf[i, j, c]), c, j) for c, idx in found for j in idx]
         if -1 < keep_top_k < len(dets):
@@ -303,8 +303,4 @@ class DetectionOutput(LayerType):
     # ------------------------------------------------------------------ ONNX
     def to_onnx(self, ctx, step):
         from .ssd_onnx import detection_output_onnx
-        p = step.layer.params
-        if p.eta < 1:
-            raise UnsupportedError([(step.layer.name, self.type, "nms_param.eta < 1 (adaptive NMS "
-                                     "threshold) has no ONNX NonMaxSuppression form")])
-        detection_output_onnx(ctx, step, p)
+        detection_output_onnx(ctx, step, step.layer.params)     # eta < 1: ssd_onnx.adaptive_nms

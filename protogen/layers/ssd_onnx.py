@@ -123,19 +123,22 @@ def detection_output_onnx(ctx, step, p) -> None:
     idx4 = ctx.op("Expand", [ctx.op("Unsqueeze", [idx, ctx.ints("ax3", [3])]), ctx.ints("i_expand", [1, 1, 1, 4])])
     cand = ctx.op("GatherElements", [per_cls, idx4], axis=2)    # (N, C', k, 4)
 
-    x0, y0, x1, y1 = _split4(ctx, cand, 3)
-    valid = ctx.op("And", [ctx.op("GreaterOrEqual", [x1, x0]), ctx.op("GreaterOrEqual", [y1, y0])])
-    yx = ctx.op("Concat", [y0, x0, y1, x1], axis=3)
-    nms_boxes = ctx.op("Where", [valid, yx, ctx.const("zero_box", np.zeros(4, np.float32))])
     shape_k4 = ctx.op("Concat", [minus1, k, four], axis=0)      # (-1, k, 4)
     shape_k = ctx.op("Concat", [minus1, k], axis=0)             # (-1, k)
-    nms_boxes = ctx.op("Reshape", [nms_boxes, shape_k4])
-    nms_scores = ctx.op("Unsqueeze", [ctx.op("Reshape", [vals, shape_k]), ax1])
-    nms_in = [nms_boxes, nms_scores, k,
-              ctx.const("iou", np.asarray([p.nms_threshold], np.float32))]
-    if p.confidence_threshold is not None:
-        nms_in.append(ctx.const("score_thr", np.asarray([p.confidence_threshold], np.float32)))
-    sel = ctx.op("NonMaxSuppression", nms_in)                  # (S, 3): (n*C' + c, 0, j)
+    if p.eta < 1:                   # adaptive threshold: a Loop (NonMaxSuppression's is fixed)
+        sel = adaptive_nms(ctx, cand, vals, shape_k4, shape_k, p)
+    else:
+        x0, y0, x1, y1 = _split4(ctx, cand, 3)
+        valid = ctx.op("And", [ctx.op("GreaterOrEqual", [x1, x0]), ctx.op("GreaterOrEqual", [y1, y0])])
+        yx = ctx.op("Concat", [y0, x0, y1, x1], axis=3)
+        nms_boxes = ctx.op("Where", [valid, yx, ctx.const("zero_box", np.zeros(4, np.float32))])
+        nms_boxes = ctx.op("Reshape", [nms_boxes, shape_k4])
+        nms_scores = ctx.op("Unsqueeze", [ctx.op("Reshape", [vals, shape_k]), ax1])
+        nms_in = [nms_boxes, nms_scores, k,
+                  ctx.const("iou", np.asarray([p.nms_threshold], np.float32))]
+        if p.confidence_threshold is not None:
+            nms_in.append(ctx.const("score_thr", np.asarray([p.confidence_threshold], np.float32)))
+        sel = ctx.op("NonMaxSuppression", nms_in)              # (S, 3): (n*C' + c, 0, j)
     b_idx, j_idx = _take(ctx, sel, 0, 1), _take(ctx, sel, 2, 1)
     n_cls = ctx.ints("n_cls", [cp])
     img = ctx.op("Div", [b_idx, n_cls])
@@ -165,3 +168,80 @@ def detection_output_onnx(ctx, step, p) -> None:
     fallback = ctx.op("Slice", [fallback, ctx.ints("f0", [0]), n_fb, ctx.ints("fa", [0])])
     out = ctx.op("Concat", [rows, fallback], axis=0)
     ctx.op("Reshape", [out, ctx.ints("out_shape", [1, 1, -1, 7])], step.outputs[0])
+
+
+def adaptive_nms(ctx, cand, vals, shape_k4, shape_k, p) -> str:
+    """Caffe's ApplyNMSFast with eta < 1 (weiliu89/caffe src/caffe/util/bbox_util.cpp): the
+    threshold starts at nms_threshold and, after each kept box while it is > 0.5, becomes
+    float32(threshold * eta). NonMaxSuppression has a fixed threshold, so this is an ONNX
+    ``Loop`` over the candidate rank a (all (image, class) rows at once): candidate a is kept
+    when it passes confidence_threshold and its JaccardOverlap with every kept box of its row
+    is <= the row's current threshold. JaccardOverlap as Caffe's NormalizedBBox form: 0 for
+    disjoint boxes or an empty intersection, else inter / (size_a + size_k - inter), sizes 0
+    for inverted boxes; all in float32. The trip count is the longest run of candidates above
+    the confidence threshold (they lead each sorted row). Returns NonMaxSuppression's
+    selection layout (S, 3): (row, 0, rank), rows ascending, ranks ascending (= score order)."""
+    from onnx import TensorProto, helper
+    boxes = ctx.op("Reshape", [cand, shape_k4])                          # (B, k, 4)
+    scores = ctx.op("Reshape", [vals, shape_k])                          # (B, k)
+    ax2 = ctx.ints("ax2", [2])
+    x0, y0, x1, y1 = (ctx.op("Squeeze", [c, ax2]) for c in _split4(ctx, boxes, 2))
+    zero_f = ctx.const("zero", np.zeros(1, np.float32))
+    inverted = ctx.op("Or", [ctx.op("Less", [x1, x0]), ctx.op("Less", [y1, y0])])
+    size = ctx.op("Where", [inverted, zero_f, ctx.op("Mul", [ctx.op("Sub", [x1, x0]), ctx.op("Sub", [y1, y0])])])
+    thr = -3.4028234663852886e38 if p.confidence_threshold is None else p.confidence_threshold
+    valid = ctx.op("Greater", [scores, ctx.const("score_thr", np.asarray([thr], np.float32))])
+    count = ctx.op("ReduceSum", [ctx.op("Cast", [valid], to=TensorProto.INT64), ctx.ints("ax1", [1])], keepdims=0)
+    trips = ctx.op("ReduceMax", [count], keepdims=0)                    # a 0-d int64
+    keep0 = ctx.op("ConstantOfShape", [ctx.op("Shape", [scores])],
+                   value=helper.make_tensor("v", TensorProto.BOOL, [1], [False]))
+    thr0 = ctx.op("Expand", [ctx.const("nms_thr", np.asarray([p.nms_threshold], np.float32)),
+                             ctx.op("Shape", [count])])                  # (B,)
+    n_k = ctx.op("Squeeze", [ctx.op("Slice", [ctx.op("Shape", [scores]), ctx.ints("k0", [1]), ctx.ints("k1", [2])]),
+                             ctx.ints("ax0", [0])])
+    ranks = ctx.op("Range", [ctx.op("Squeeze", [ctx.ints("r0", [0]), ctx.ints("ax0", [0])]), n_k,
+                             ctx.op("Squeeze", [ctx.ints("r1", [1]), ctx.ints("ax0", [0])])])
+    c_ax0, c_ax1 = ctx.ints("ax0", [0]), ctx.ints("ax1", [1])
+    c_half = ctx.const("half", np.asarray([0.5], np.float32))
+    c_eta = ctx.const("eta", np.asarray([p.eta], np.float32))
+
+    # the loop body (outer-scope values read by name: boxes, sizes, validity, ranks, constants)
+    body_nodes = []
+
+    def b(op, inputs, **attrs):
+        out = ctx.tmp(f"nms_loop/{op.lower()}")
+        body_nodes.append(helper.make_node(op, inputs, [out], **attrs))
+        return out
+    it, cond_in, keep_in, thr_in = (ctx.tmp(f"nms_loop/{n}") for n in ("iter", "cond_in", "keep_in", "thr_in"))
+    i1 = b("Unsqueeze", [it, c_ax0])                                     # [1]
+    ax0_, ay0, ax1_, ay1, asz = (b("Gather", [v, i1], axis=1) for v in (x0, y0, x1, y1, size))   # (B, 1)
+    va = b("Gather", [valid, i1], axis=1)
+    disjoint = b("Or", [b("Or", [b("Greater", [x0, ax1_]), b("Less", [x1, ax0_])]),
+                        b("Or", [b("Greater", [y0, ay1]), b("Less", [y1, ay0])])])
+    iw = b("Sub", [b("Min", [x1, ax1_]), b("Max", [x0, ax0_])])
+    ih = b("Sub", [b("Min", [y1, ay1]), b("Max", [y0, ay0])])
+    inter = b("Mul", [iw, ih])
+    iou = b("Div", [inter, b("Sub", [b("Add", [asz, size]), inter])])
+    none = b("Or", [disjoint, b("Or", [b("LessOrEqual", [iw, zero_f]), b("LessOrEqual", [ih, zero_f])])])
+    ov = b("Where", [none, zero_f, iou])                                 # (B, k)
+    thr_u = b("Unsqueeze", [thr_in, c_ax1])                              # (B, 1)
+    hit = b("Cast", [b("And", [keep_in, b("Greater", [ov, thr_u])])], to=TensorProto.FLOAT)
+    sup = b("Cast", [b("ReduceMax", [hit], axes=[1], keepdims=1)], to=TensorProto.BOOL)
+    keep_a = b("And", [va, b("Not", [sup])])                             # (B, 1)
+    keep_out = b("Or", [keep_in, b("And", [b("Equal", [ranks, it]), keep_a])])
+    shrink = b("And", [keep_a, b("Greater", [thr_u, c_half])])
+    thr_out = b("Squeeze", [b("Where", [shrink, b("Mul", [thr_u, c_eta]), thr_u]), c_ax1])
+    cond_out = b("Identity", [cond_in])
+    vi = helper.make_tensor_value_info
+    body = helper.make_graph(
+        body_nodes, ctx.tmp("nms_loop"),
+        [vi(it, TensorProto.INT64, []), vi(cond_in, TensorProto.BOOL, []),
+         vi(keep_in, TensorProto.BOOL, None), vi(thr_in, TensorProto.FLOAT, None)],
+        [vi(cond_out, TensorProto.BOOL, []), vi(keep_out, TensorProto.BOOL, None),
+         vi(thr_out, TensorProto.FLOAT, None)])
+    keep, _ = ctx.op("Loop", [trips, "", keep0, thr0], n_out=2, body=body)
+    nz = ctx.op("NonZero", [keep])                                       # (2, S): row, rank
+    row, rank = _take(ctx, nz, 0, 0), _take(ctx, nz, 1, 0)
+    zeros = ctx.op("Mul", [row, ctx.ints("zero_i", [0])])
+    cols = [ctx.op("Unsqueeze", [v, ctx.ints("ax1", [1])]) for v in (row, zeros, rank)]
+    return ctx.op("Concat", cols, axis=1)
