@@ -383,3 +383,18 @@ def test_vnet_reduced_runtimes_agree(tmp_path):
     cv = [r for r in rep.runtimes if r.name == "opencv-caffe"]
     assert not cv or cv[0].status == "ran" or "3-D Deconvolution" in cv[0].note, cv[0].note
     assert time.perf_counter() - t0 < 600
+
+
+@needs_corpus
+@pytest.mark.slow
+def test_c3d_reduced_runtimes_agree():
+    """C3D's UCF101 net on 16 x 32 x 32 clips (--input-shape; fc6 then reads 512 values): ONNX
+    Runtime and the float32 reference == the float64 reference within 1e-4; OpenCV has no
+    Pooling3D (skipped, named)."""
+    from protogen.verify import verify
+    g = load_model(CORPUS / "facebookarchive_c3d/c3d_ucf101_finetuning_test.prototxt", input_shape="1,3,16,32,32")
+    rep = verify(g, seed=0, batch=1, model_name="c3d-32")
+    assert rep.ok, rep.format_table()
+    assert any(c.runtime == "ort-cpu" for c in rep.comparisons), rep.format_table()
+    cv = [r for r in rep.runtimes if r.name == "opencv-caffe"]
+    assert not cv or "Pooling3D" in cv[0].note, cv[0].note
