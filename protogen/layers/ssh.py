@@ -51,7 +51,11 @@ def with_test_cfg(graph, n_dets_per_module: int | None = None, anchor_min_size: 
         kw["anchor_min_size"] = float(anchor_min_size)
     layers = [l.copy(params=replace(l.params, **kw)) if l.type == TYPE else l for l in graph.layers]
     out = Graph(graph.name, layers)
-    out.notes = list(getattr(graph, "notes", []))
+    ssh = [l for l in layers if l.type == TYPE]
+    # the loader's note named the default values: say the ones now in use
+    out.notes = [n for n in getattr(graph, "notes", []) if "SSH ProposalLayer: TEST config" not in n]
+    if ssh:
+        out.notes.append(f"{len(ssh)} layer(s) {TYPE}: {ssh[0].kind.note(ssh[0].params)}")
     return out
 
 

@@ -250,3 +250,5 @@ def test_with_test_cfg_sets_every_ssh_layer():
     assert len(ps) == 3 and all((p.n_dets_per_module, p.anchor_min_size) == (300, 2.0) for p in ps)
     shapes = {s.layer.name: s.out_shapes for s in g.resolve().steps}
     assert shapes["m1@ssh_proposal"][0] == (300, 5)
+    said = [n for n in g.notes if "SSH ProposalLayer" in n]
+    assert len(said) == 1 and "N_DETS_PER_MODULE 300" in said[0] and "ANCHOR_MIN_SIZE 2" in said[0]
