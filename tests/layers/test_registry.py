@@ -59,7 +59,7 @@ NO_EXAMPLES = {
         "MultinomialLogisticLoss", "SmoothL1Loss", "MultiBoxLoss", "CenterLoss", "SegAccuracy",
         "EvalDetection", "DetectionEvaluate")},
     # protogen/layers/fork_misc.py: the loader expands DenseBlock into standard layers
-    # (tests/layers/test_fork_layers.py checks it against a numpy forward); the others only
+    # (tests/layers/test_fork_misc.py checks it against a numpy forward); the others only
     # exist for training (a data source, SphereFace's label-reading head)
     "DenseBlock": "expanded by the loader into BatchNorm/Scale/ReLU/Convolution/Concat",
     "ImageLabelmapData": "training data source (HED image + edge-map list)",
