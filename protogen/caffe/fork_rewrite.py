@@ -122,6 +122,8 @@ def _conv_fusion(lp, layers: list, used: set) -> str | None:
     if kind != "FUSED_CONV_RELU":
         return (f"convolution_param.fuse_type {kind} (opencl branch fused kernel) is not "
                 "supported; only FUSED_CONV_RELU is")
+    if len(lp.top) != 1:
+        return "fuse_type FUSED_CONV_RELU on a convolution with several tops is not supported"
     slope = cp.relu_param.negative_slope
     cp.ClearField("fuse_type")
     cp.ClearField("relu_param")
