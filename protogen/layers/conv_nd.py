@@ -25,7 +25,10 @@ ND_FIELDS = (("kernel_size", None), ("stride", 1), ("pad", 0), ("dilation", 1))
 
 def parse_nd(c) -> dict | None:
     """ConvParams keyword arguments for a ``convolution_param`` that gives three values for a
-    repeated field (a 3-D convolution), or None when every field has at most two values."""
+    repeated field (a 3-D convolution), or None when every field has at most two values.
+    Three equal values per field read as one value (the same convolution on a 5-D input;
+    :func:`explicit` writes 5-D layers that way, the form OpenCV's Caffe importer reads as
+    3-D)."""
     vals = {name: tuple(int(v) for v in getattr(c, name)) for name, _ in ND_FIELDS}
     if not any(len(v) == 3 for v in vals.values()):
         return None
@@ -44,7 +47,19 @@ def parse_nd(c) -> dict | None:
             v = (dflt,)
         d, h, w = v * 3 if len(v) == 1 else v
         out.update({f"{short}_d": d, f"{short}_h": h, f"{short}_w": w})
+    if all(out[f"{a}_d"] == out[f"{a}_h"] == out[f"{a}_w"] for a in ("kernel", "stride", "pad", "dilation")):
+        out.update(kernel_d=0, stride_d=1, pad_d=0, dilation_d=1)
     return out
+
+
+def explicit(p, rank: int):
+    """``p`` with the depth fields set for a 5-D input (one value per spatial axis), else
+    ``p``: written so, every field says 3 values, which OpenCV's Caffe importer needs to run a
+    3-D convolution (it reads a single kernel_size as 2-D)."""
+    from dataclasses import replace
+    if rank != 5 or p.kernel_d:
+        return p
+    return replace(p, kernel_d=p.kernel_h, stride_d=p.stride_h, pad_d=p.pad_h, dilation_d=p.dilation_h)
 
 
 def axes(p, rank: int, what: str) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
@@ -86,14 +101,11 @@ def validate_depth(p) -> None:
 
 
 def write_nd(p, c) -> None:
-    """Write a 3-D layer's fields: one value where all three axes agree, else three."""
+    """Write a 3-D layer's fields: three values each, fields at their default omitted."""
     for name, short, dflt in (("kernel_size", "kernel", None), ("stride", "stride", 1),
                               ("pad", "pad", 0), ("dilation", "dilation", 1)):
         v = [getattr(p, f"{short}_{a}") for a in "dhw"]
-        if len(set(v)) == 1:
-            if v[0] != dflt:
-                getattr(c, name).append(v[0])
-        else:
+        if any(a != dflt for a in v):
             getattr(c, name).extend(v)
 
 
