@@ -14,6 +14,10 @@ depth axis of a 3-D convolution (``kernel_d``/``stride_d``/``pad_d``/``dilation_
 when the prototxt gives three values for a field. A layer whose fields hold one value each
 (the common ``kernel_size: 3``) applies them to every spatial axis, as Caffe does, whatever
 the input's rank. One or three spatial axes are supported (4-D and 5-D blobs).
+
+Two spellings Caffe refuses are read here as the convolution they spell (no numeric
+difference, only a net Caffe would not load): three equal values per field on a 4-D input,
+and two equal values (or equal ``_h``/``_w``) on a 5-D input, both taken as one value.
 """
 from __future__ import annotations
 
