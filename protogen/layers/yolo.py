@@ -134,6 +134,12 @@ class YoloDetectionOutput(LayerType):
                 ins=[(2, 7, 3, 3)]),
     )
 
+    def opencv_limit(self, p):
+        """OpenCV has no YoloDetectionOutput; its Caffe importer does not even get to say so
+        (it aborts on the unknown yolo_detection_output_param: 'UnknownField should have at
+        least 2 items'), so the skip is declared here."""
+        return "has no Caffe layer type 'YoloDetectionOutput'"
+
     def validate(self, p):
         if p.num_box <= 0 or p.num_classes <= 0:
             raise ProtogenError("YoloDetectionOutput needs num_box > 0 and num_classes > 0")
@@ -234,6 +240,11 @@ class Yolov3DetectionOutput(LayerType):
                             biases=[10, 14], anchors_scale=[8], mask_group_num=1, mask=[0]),
                 ins=[(2, 6, 4, 4)]),
     )
+
+    def opencv_limit(self, p):
+        """OpenCV has no Yolov3DetectionOutput (declared here rather than left to the
+        importer's error, as for YoloDetectionOutput)."""
+        return "has no Caffe layer type 'Yolov3DetectionOutput'"
 
     def validate(self, p):
         if p.mask_group_num <= 0 or p.num_box <= 0:
