@@ -37,6 +37,7 @@ import numpy as np
 
 from . import opencv_defects as defects
 from . import verify_runtimes as R
+from . import verify_sets as VS
 from .dialect import DEFAULT, Dialect
 from .errors import ProtogenError
 from .ir import DEPLOY, TEST, Graph
@@ -216,8 +217,9 @@ def compare(ref: np.ndarray, x: np.ndarray) -> tuple[float, float]:
     return diff, diff / scale
 
 
-def health(name: str, ref: np.ndarray) -> Health:
-    """Is a reference output informative? Finite, not near-constant, input-dependent."""
+def health(name: str, ref: np.ndarray, other: np.ndarray | None = None) -> Health:
+    """Is a reference output informative? Finite, not near-constant, input-dependent (batch
+    items differ; or ``other``, the output for a second input, differs: verify_sets)."""
     a = np.asarray(ref, np.float64)
     shape = tuple(a.shape)
     if a.size == 0:
@@ -233,13 +235,16 @@ def health(name: str, ref: np.ndarray) -> Health:
                       f"all values are ~0 (max |x| = {scale:.3g})")
     spread = (hi - lo) / scale
     sens = None
-    if a.ndim >= 1 and a.shape[0] >= 2:
+    if other is not None:
+        sens = VS.sensitivity(a, other, scale)
+    elif a.ndim >= 1 and a.shape[0] >= 2:
         sens = float(np.max(np.abs(a[0] - a[1]))) / scale
     notes = []
     if spread < MIN_SPREAD:
         notes.append(f"near-constant (spread {spread:.3g} < {MIN_SPREAD:g})")
     if sens is not None and sens < MIN_SENSITIVITY:
-        notes.append(f"does not depend on the input (batch items differ by {sens:.3g} < {MIN_SENSITIVITY:g})")
+        what = "a second input changes it" if other is not None else "batch items differ"
+        notes.append(f"does not depend on the input ({what} by {sens:.3g} < {MIN_SENSITIVITY:g})")
     return Health(name, shape, lo, hi, scale, spread, sens, not notes, "; ".join(notes))
 
 
@@ -299,6 +304,8 @@ class Session:
         self.shapes = self.resolved.shapes
         self.producer = self.resolved.producer
         self.dialect, self.progress = dialect, progress
+        #: set values compared as sets (proposal rows); batch fixed by a layer (verify_sets)
+        self.seed, self.sets, self.batch_note = seed, VS.set_values(self.resolved), ""
         self.tmp: Path | None = None
         self._onnx: dict[bool, object] = {}
         #: values of runtimes that failed (all blobs only), for the divergence search
@@ -336,7 +343,8 @@ class Session:
 # ----------------------------------------------------------------------------- verify
 def verify(graph: Graph, *, seed: int = 0, batch: int = 2, providers=("cpu",), opencv: bool = True,
            dialect: Dialect = DEFAULT, blobs: str = "outputs", weights_loaded: bool = False,
-           tolerance: float = TOLERANCE, model_name: str | None = None, progress=None) -> Report:
+           tolerance: float = TOLERANCE, model_name: str | None = None, progress=None,
+           runtimes=None) -> Report:
     """Run the seeded input through every runtime and compare with the PyTorch reference.
 
     ``providers``: ONNX Runtime providers, "cpu" and/or "cuda". ``opencv``: also run OpenCV's
@@ -346,14 +354,20 @@ def verify(graph: Graph, *, seed: int = 0, batch: int = 2, providers=("cpu",), o
     with ``seed``. ``progress``: a :class:`protogen.progress.Progress` (runtime, layer).
     A failing runtime's first diverging blob is named; a documented OpenCV defect
     (:mod:`protogen.opencv_defects`) is reported as such when the other runtimes agree.
+    ``runtimes``: run only these of :data:`RUNTIMES` (default: all that the options select;
+    the float64 reference always runs), e.g. without ``torch-cpu`` (the reference executor in
+    float32) where a net is costly and ONNX Runtime and OpenCV are the independent checks.
     """
     t0 = time.perf_counter()
+    only = _check_runtimes(runtimes)
     providers = _check_options(blobs, providers, batch)
+    batch, batch_note = VS.fixed_batch(graph, batch)
     progress = progress or NoProgress()
     if not weights_loaded:
         progress.stage("seeded weights")
         _seed_weights(graph, seed, batch)
     s = Session(graph, batch, seed, blobs, dialect, progress)
+    s.batch_note = batch_note
     rep = Report(model=model_name or s.g.name, dialect=_dialect_name(dialect), seed=seed, batch=batch,
                  inputs={k: tuple(v.shape) for k, v in s.feeds.items()}, blobs_mode=blobs,
                  tolerance=tolerance)
@@ -362,6 +376,8 @@ def verify(graph: Graph, *, seed: int = 0, batch: int = 2, providers=("cpu",), o
         with tempfile.TemporaryDirectory(prefix="protogen-verify-") as td:
             s.tmp = Path(td)
             for name, why_not in _runtimes(providers, opencv):
+                if only is not None and name not in only:
+                    continue
                 if why_not:
                     rep.runtimes.append(RuntimeResult(name, "skipped", f"skipped: {why_not}"))
                 else:
@@ -382,6 +398,16 @@ def _check_options(blobs: str, providers, batch: int) -> tuple[str, ...]:
     if batch < 1:
         raise ProtogenError("batch must be >= 1")
     return providers
+
+
+def _check_runtimes(runtimes) -> frozenset | None:
+    if runtimes is None:
+        return None
+    only = frozenset(runtimes)
+    unknown = sorted(only - set(RUNTIMES))
+    if unknown:
+        raise ProtogenError(f"unknown runtime(s) {', '.join(unknown)} (choose from {', '.join(RUNTIMES)})")
+    return only
 
 
 def _seed_weights(graph: Graph, seed: int, batch: int) -> None:
@@ -410,7 +436,7 @@ def _reference(s: Session, rep: Report) -> dict | None:
     """The float64 reference on the wanted values (+ health of the outputs), or None when it
     crashed (a failure of the whole verification)."""
     t = time.perf_counter()
-    rr = RuntimeResult(REFERENCE)
+    rr = RuntimeResult(REFERENCE, note=s.batch_note)
     rep.runtimes.append(rr)
     try:
         ref = s.run(REFERENCE, s.want_all)
@@ -419,11 +445,12 @@ def _reference(s: Session, rep: Report) -> dict | None:
         rep.failures.append(f"the PyTorch reference failed: {rr.note}")
         return None
     rr.seconds = time.perf_counter() - t
+    other = VS.other_input_outputs(s) if VS.needs_other_input(s) else {}
     for o in s.outputs:
         if o not in ref:
             rep.failures.append(f"the reference did not produce output '{o}'")
             continue
-        h = health(o, ref[o])
+        h = health(o, ref[o], other.get(o))
         judged = _judge_by_input(s, o, h, ref) if not h.ok else None
         rep.health += list(judged) if judged else [h]
         h = judged[0] if judged else h
@@ -523,6 +550,8 @@ def _compare_value(s: Session, ref: dict, got: dict, name: str, v: str, toleranc
         from .detections import compare_for_verify
         mabs, mrel, ok, note = compare_for_verify(ref[v], got[v], tolerance, zero_padded=name.startswith("opencv"))
         return Comparison(name, v, tuple(np.shape(ref[v])), mabs, mrel, ok, note)
+    if v in s.sets:     # proposal rows (verify_sets): compared as sets
+        return Comparison(name, v, tuple(np.shape(ref[v])), *VS.compare(s.sets, v, ref, got, tolerance))
     a, b = np.asarray(ref[v]), np.asarray(got[v])
     if a.shape != b.shape:
         if a.size != b.size:
@@ -591,7 +620,7 @@ def first_divergence(s: Session, ref: dict, got: dict, tolerance: float) -> dict
         if st.layer.kind.is_input:
             continue
         for v in st.outputs:
-            if v not in got or v not in ref:
+            if v not in got or v not in ref or (v in s.sets and VS.compare(s.sets, v, ref, got, tolerance)[2]):
                 continue
             a, b = np.asarray(ref[v]), np.asarray(got[v])
             if a.size != b.size:
