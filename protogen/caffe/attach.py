@@ -24,14 +24,16 @@ from . import fill
 MAX_WEIGHT_ELEMENTS = 2 ** 32
 
 
-def fit_blob(arr, want: tuple, file, layer: str, i: int):
+def fit_blob(arr, want: tuple, file, layer: str, i: int, legacy_rank: int = 4):
     """A caffemodel blob as the expected weight shape. Legacy 4-D (num, channels, height,
     width) blobs are aligned from the end (Caffe's Blob::ShapeEquals: an InnerProduct
-    weight stored 1x1xMxN, a bias 1x1x1xN)."""
+    weight stored 1x1xMxN, a bias 1x1x1xN); ``legacy_rank`` 5: C3D's 5-D blobs (num,
+    channels, length, height, width; caffemodel.py), a weight 1x1x1xMxN, a bias 1x1x1x1xN."""
     have = tuple(int(d) for d in arr.shape)
     if have == want:
         return arr
-    if len(have) == 4 and len(want) <= 4 and have == (1,) * (4 - len(want)) + want:
+    r = legacy_rank
+    if len(have) == r and len(want) <= r and have == (1,) * (r - len(want)) + want:
         return arr.reshape(want)
     raise ProtogenError(f"weight blob {i} has shape {have} in the caffemodel but the net needs "
                         f"{want}", file=file, layer=layer)
@@ -98,7 +100,8 @@ def attach_weights(graph: Graph, model, file: str | None = None, fillers: dict |
         if len(have) != len(want):
             raise ProtogenError(f"the caffemodel has {len(have)} weight blob(s) but the {l.type} "
                                 f"layer needs {len(want)} (shapes {want})", file=file, layer=l.name)
-        l.blobs = [fit_blob(a, s, file, l.name, i) for i, (a, s) in enumerate(zip(have, want))]
+        rank = getattr(model, "legacy_rank", 4)
+        l.blobs = [fit_blob(a, s, file, l.name, i, rank) for i, (a, s) in enumerate(zip(have, want))]
         copied[l.name] = order[l.name]
     if problems:
         raise UnsupportedError(problems, file=file)

@@ -11,6 +11,17 @@ through Python objects, so this module walks the wire format itself:
 
 V2 (``layer``), V1 (``layers``) and V0 (``layers { layer {...} }``) files are read; blob
 shapes come from ``shape`` or the legacy num/channels/height/width.
+
+facebookarchive/C3D's caffemodels (V1 ``layers``) store 5-D blobs in C3D's own BlobProto
+(src/caffe/proto/caffe.proto: num 1, channels 2, length 3, height 4, width 5, packed float
+data 6, diff 7; upstream has height 3, width 4, data 5, diff 6, shape 7). Blob::ToProto
+(src/caffe/blob.cpp) always writes all five dimensions, so a varint at field 5 (upstream's
+float data is never a varint) marks the C3D form; FromProto reads the shape as (num, channels,
+length, height, width) with a missing or zero length taken as 1. Such a file's blobs are
+5-D, its ``legacy_rank`` is 5 (C3D's CopyTrainedLayersFrom compares all five dimensions:
+an InnerProduct weight is stored 1x1x1xNxK, a bias 1x1x1x1xN), and its V1 layer types 30,
+31, 33 (C3D's CONVOLUTION3D, POOLING3D, VIDEO_DATA; upstream's ARGMAX, THRESHOLD, SLICE) are
+read as C3D's.
 """
 from __future__ import annotations
 
@@ -85,6 +96,49 @@ class CaffeModel:
     path: str = ""
     format: str = "V2"                            # V2 | V1 | V0
     _keep: object = None                          # the mmap backing the arrays
+    #: rank of legacy-shaped blobs, aligned from the end against a layer's weight shapes:
+    #: 4 (num, channels, height, width), 5 in C3D's BlobProto (module doc)
+    legacy_rank: int = 4
+
+
+#: C3D's BlobProto field numbers (facebookarchive/C3D src/caffe/proto/caffe.proto)
+_C3D_DIMS, _C3D_DATA = (1, 2, 3, 4, 5), 6
+#: C3D's V1 LayerType values that upstream's enum gives other meanings (C3D's proto) ->
+#: the fork names in protogen's schema; None: a C3D type protogen does not read (cleared)
+_C3D_V1_TYPES = {30: "CONVOLUTION3D", 31: "POOLING3D", 32: None, 33: "VIDEO_DATA", 34: None,
+                 35: None, 36: None, 37: None, 38: None, 39: None, 40: None}
+
+
+def _is_c3d_blob(buf, start: int, end: int) -> bool:
+    """C3D's BlobProto: field 5 (its width) is a varint; upstream's field 5 is float data."""
+    return any(no == 5 and wire == VARINT for no, wire, _s, _e, _ in fields(buf, start, end))
+
+
+def _parse_c3d_blob(buf, start: int, end: int, where: str) -> np.ndarray:
+    """C3D's Blob::FromProto: shape (num, channels, length or 1, height, width); diff ignored."""
+    dims = dict.fromkeys(_C3D_DIMS, 0)
+    data = None
+    floats: list[float] = []
+    for no, wire, s, e, _ in fields(buf, start, end):
+        if no in dims and wire == VARINT:
+            dims[no], _ = read_varint(buf, s, e)
+        elif no == _C3D_DATA and wire == LEN:
+            if (e - s) % 4:
+                raise WireError(f"{where}: packed float data of {e - s} bytes is not a multiple of 4")
+            data = np.frombuffer(buf, dtype="<f4", count=(e - s) // 4, offset=s)
+        elif no == _C3D_DATA and wire == I32:
+            floats.append(float(np.frombuffer(buf, "<f4", 1, s)[0]))
+    if data is None:
+        data = np.asarray(floats, np.float32)
+    # int32 fields: a negative dimension arrives as a 64-bit two's complement varint
+    shape = tuple(v - (1 << 64) if v >= 1 << 63 else v for v in (dims[1], dims[2], dims[3] or 1, dims[4], dims[5]))
+    if min(shape) < 0:
+        raise WireError(f"{where}: negative dimension in C3D blob shape {shape}")
+    n = int(np.prod(shape, dtype=np.int64))
+    if n != data.size:
+        raise WireError(f"{where}: C3D blob shape (num, channels, length, height, width) {shape} "
+                        f"needs {n} values but the blob holds {data.size}")
+    return data.reshape(shape)
 
 
 def _parse_blob(buf, start: int, end: int, where: str) -> np.ndarray:
@@ -221,6 +275,7 @@ def read_caffemodel(path) -> CaffeModel:
         raise ProtogenError(f"truncated or corrupt caffemodel ({t}){hint}", file=path) from None
 
     net = pb.NetParameter()
+    forms: set[str] = set()
     try:
         net.ParseFromString(bytes(head))
         blobs: dict[str, list[np.ndarray]] = {}
@@ -232,7 +287,9 @@ def read_caffemodel(path) -> CaffeModel:
             arrays = []
             for i, (s, e) in enumerate(ranges):
                 try:
-                    arrays.append(_parse_blob(buf, s, e, f"blob {i}"))
+                    c3d = _is_c3d_blob(buf, s, e)
+                    forms.add("C3D" if c3d else "upstream")
+                    arrays.append((_parse_c3d_blob if c3d else _parse_blob)(buf, s, e, f"blob {i}"))
                 except WireError as t:
                     raise ProtogenError(f"corrupt weights ({t})", file=path, layer=name) from None
             if arrays:
@@ -241,4 +298,24 @@ def read_caffemodel(path) -> CaffeModel:
         raise
     except Exception as e:  # protobuf DecodeError and friends
         raise ProtogenError(f"corrupt caffemodel: {type(e).__name__}: {e}", file=path) from None
-    return CaffeModel(net=net, blobs=blobs, path=path, format=fmt, _keep=mm)
+    if len(forms) > 1:
+        raise ProtogenError("corrupt caffemodel: it mixes C3D's 5-D BlobProto (length at field 3) "
+                            "with upstream Caffe's", file=path)
+    rank = 4
+    if "C3D" in forms:
+        rank = 5
+        _c3d_layer_types(net)
+    return CaffeModel(net=net, blobs=blobs, path=path, format=fmt, _keep=mm, legacy_rank=rank)
+
+
+def _c3d_layer_types(net) -> None:
+    """A C3D caffemodel's V1 layer types read as C3D numbers them (module doc)."""
+    from . import pb
+    for lp in net.layers:
+        raw = int(lp.type) if lp.HasField("type") else None
+        if raw in _C3D_V1_TYPES:
+            name = _C3D_V1_TYPES[raw]
+            if name is None:
+                lp.ClearField("type")
+            else:
+                lp.type = pb.V1LayerParameter.LayerType.Value(name)

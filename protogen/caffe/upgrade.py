@@ -238,6 +238,11 @@ V1_TYPES = {
     "SIGMOID_CROSS_ENTROPY_LOSS": "SigmoidCrossEntropyLoss", "SILENCE": "Silence",
     "SOFTMAX": "Softmax", "SOFTMAX_LOSS": "SoftmaxWithLoss", "SPLIT": "Split", "SLICE": "Slice",
     "TANH": "TanH", "WINDOW_DATA": "WindowData", "THRESHOLD": "Threshold",
+    # facebookarchive/C3D's V1 enum types (C3D reads V1 files only): the registry's type
+    # strings (protogen/layers/c3d.py). C3D-v1.1's V2 files spell the first two the same;
+    # its "VideoData" reads video_data_param, which here is the SSD fork's webcam/video
+    # source, so VIDEO_DATA (image_data_param.new_length clips) keeps a name of its own.
+    "CONVOLUTION3D": "Convolution3D", "POOLING3D": "Pooling3D", "VIDEO_DATA": "C3DVideoData",
 }
 
 _V1_COPIED = ("name", "bottom", "top", "include", "exclude", "loss_weight", "blobs")
