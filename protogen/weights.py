@@ -13,6 +13,7 @@ import zlib
 import numpy as np
 
 from .ir import DEPLOY, Graph
+from .seed_heads import scale_seeded_heads
 
 
 def layer_rng(seed: int, name: str) -> np.random.Generator:
@@ -50,6 +51,7 @@ def seeded_weights(graph: Graph, seed: int = 0, net: str = DEPLOY, batch: int = 
     init_weights(graph, seed, net)
     if needs_calibration(graph.select(net=DEPLOY)):
         calibrate_batchnorm(graph, seed, batch)
+    scale_seeded_heads(graph, net)    # heads a decoding layer asks to scale (SSH: protogen.seed_heads)
     return graph
 
 

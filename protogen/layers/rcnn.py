@@ -482,6 +482,9 @@ class ProposalParams:
 class _ProposalBase(SeedsImInfo, LayerType):
     n_bottoms = (3, 3)
     n_tops = (1, 2)
+    #: verify (protogen.verify_sets): rois/scores rows in score order, compared as sets; one
+    #: image at a time (rois carry batch index 0; py-faster-rcnn's layer asserts one image)
+    proposal_output, max_batch = True, 1
 
     def opencv_limit(self, p):
         """OpenCV's Proposal (modules/dnn/src/layers/proposal_layer.cpp, also for the Python

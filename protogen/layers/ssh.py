@@ -93,6 +93,14 @@ class SSHProposal(SeedsImInfo, LayerType):
     n_bottoms = (3, 3)
     n_tops = (1, 2)
     schemas = ("ssh",)
+    #: verify (protogen.verify_sets): rois/scores rows in score order, compared as sets; one image
+    proposal_output, max_batch = True, 1
+    #: seeded weights (protogen.seed_heads): the head layers feeding the scores (bottom 0) and
+    #: the deltas (bottom 1) scaled down, so that the face scores spread over (0, 1) and the
+    #: boxes stay mostly inside the image (at 224 x 224: max score 0.999, half the boxes
+    #: inside); plain seeded weights saturate the softmax (three in four scores > 0.999, many
+    #: equal in float32) and clip all but ~6% of the boxes at the image border
+    seeded_bottom_scales = {0: 0.4, 1: 0.12}
     benign_param_fields = LayerType.benign_param_fields | {"share_in_parallel"}
     examples = (
         Example(params=dict(module="SSH.layers.proposal_layer", layer="ProposalLayer",

@@ -44,13 +44,10 @@ def rows(rois, scores):
 
 
 def ssh_net():
-    g = load(REL, {"data": (1, 3, H, W), "im_info": (1, 3)})
-    for l in g.layers:
-        if l.name.endswith("@ssh_cls_score"):
-            l.blobs = [np.asarray(b, F) * F(0.4) for b in l.blobs]
-        elif l.name.endswith("@ssh_bbox_pred"):
-            l.blobs = [np.asarray(b, F) * F(0.12) for b in l.blobs]
-    return g
+    from protogen.seed_heads import scale_seeded_heads
+    # the head convolutions scaled as protogen's seeded weights do (SSHProposal.seeded_bottom_scales:
+    # ssh_cls_score x 0.4, ssh_bbox_pred x 0.12)
+    return scale_seeded_heads(load(REL, {"data": (1, 3, H, W), "im_info": (1, 3)}))
 
 
 def test_ssh_converts_and_agrees():   # ~4 s on an idle machine (VGG-16 at 96 x 128)
