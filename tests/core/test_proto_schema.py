@@ -413,6 +413,7 @@ FORK_LAYER_FIELDS = [
     ("norm_param", 206, 206, "weiliu89/caffe"),
     ("video_data_param", 207, 207, "weiliu89/caffe"),
     ("eval_detection_param", 301, 301, "intel/caffe"),
+    ("region_param", 214, 214, "openvinotoolkit/training_toolbox_caffe"),
     ("yolo_detection_output_param", 601, 601, "eric612/MobileNet-YOLO"),
     ("yolov3_detection_output_param", 602, 602, "eric612/MobileNet-YOLO"),
     ("roi_pooling_param", 8266711, 8266711, "rbgirshick/caffe-fast-rcnn"),
@@ -457,6 +458,11 @@ FORK_FIELDS = [
     ("BNParameter", "bn_mode", 3, OPT, T.TYPE_ENUM, 0),        # SegNet LEARN
     ("BNParameter", "frozen", 105, OPT, T.TYPE_BOOL, False),   # yjxiong 5, moved
     ("ReorgParameter", "stride", 1, OPT, T.TYPE_UINT32, _NO_DEFAULT),
+    ("RegionParameter", "coords", 1, OPT, T.TYPE_INT32, 4),      # training_toolbox_caffe
+    ("RegionParameter", "classes", 2, OPT, T.TYPE_INT32, 20),
+    ("RegionParameter", "num", 3, OPT, T.TYPE_INT32, 1),
+    ("PriorBoxParameter", "width", 16, REP, T.TYPE_FLOAT, _NO_DEFAULT),   # opencv-caffe.proto
+    ("PriorBoxParameter", "height", 17, REP, T.TYPE_FLOAT, _NO_DEFAULT),
     ("Yolov3DetectionOutputParameter", "mask_group_num", 7, OPT, T.TYPE_UINT32, 2),
     ("YoloDetectionOutputParameter", "biases", 7, REP, T.TYPE_FLOAT, _NO_DEFAULT),
     ("ProposalParameter", "nms_thresh", 8, OPT, T.TYPE_FLOAT, 0.7),

@@ -154,7 +154,8 @@ def test_no_detection_gives_the_minus_one_rows():
 
 def test_onnx_uses_a_loop_of_standard_operators():
     from protogen.onnx_io import export_onnx
-    p = params_of("DetectionOutput", dict(num_classes=2, code_type="CORNER", nms_param=dict(eta=0.9, nms_threshold=0.7)))
+    p = params_of("DetectionOutput", dict(num_classes=2, code_type="CORNER",
+                                          nms_param=dict(eta=0.9, nms_threshold=0.7)))
     g, _ = one_layer("DetectionOutput", p, corner_inputs([ADAPTIVE], [[[0, 0.5]] * 6]))
     m = export_onnx(g)
     ops = {n.op_type for n in m.graph.node}
