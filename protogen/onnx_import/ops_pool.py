@@ -53,6 +53,15 @@ def match_pool_axis(size, k, s, pool_pads, pre_pads, ceil, ave, include_pad):
 
 _POOL_ATTRS = frozenset({"auto_pad", "ceil_mode", "dilations", "kernel_shape", "pads", "strides"})
 
+#: why a 3-D pool is refused: no Caffe runtime loads a 3-D pooling layer in the V2 files
+#: written here. Upstream Pooling (BVLC/caffe src/caffe/layers/pooling_layer.cpp: "Input must
+#: have 4 axes") and OpenCV's copy of the schema are 2-D; facebookarchive/C3D's 3-D pooling is
+#: POOLING3D in its V1-only v1.0 schema and, in C3D-v1.1, a V2 "Pooling3D" reading its own
+#: pooling3d_param message (examples/c3d_ucf101_training/train_simple.prototxt).
+NO_3D_POOL = ("3-D {op} has no Caffe layer that a runtime loads: upstream Caffe's (and OpenCV's) "
+              "Pooling is 2-D only; the C3D fork's 3-D pooling exists only in its own schemas "
+              "(V1 POOLING3D; C3D-v1.1's Pooling3D with pooling3d_param)")
+
 
 @onnx_op("MaxPool", ave=False, folds_pad=True, attrs=_POOL_ATTRS | {"storage_order"})
 @onnx_op("AveragePool", ave=True, folds_pad=True, attrs=_POOL_ATTRS | {"count_include_pad"})
@@ -62,7 +71,9 @@ class Pool(OpConverter):
     def static_problems(self, ctx, i, n, a, const):
         bad = []
         ks = a.get("kernel_shape")
-        if ks is not None and len(ks) != 2:
+        if ks is not None and len(ks) == 3:
+            bad.append(NO_3D_POOL.format(op=self.op_type))
+        elif ks is not None and len(ks) != 2:
             bad.append(f"only 2-D {self.op_type} is supported (kernel_shape {list(ks)})")
         if any(d != 1 for d in a.get("dilations", [])):
             bad.append("pooling dilation is not supported by Caffe")
