@@ -259,8 +259,12 @@ class Python(_Source):
         # a Python layer whose code protogen implements is the registry type named
         # "Python:<module>.<layer>" (e.g. py-faster-rcnn's ProposalLayer, layers/rcnn.py)
         from .base import registered_types
+        from .train_only import is_python_loss
         p = lp.python_param
-        return registered_types().get(f"Python:{p.module}.{p.layer}", self)
+        kind = registered_types().get(f"Python:{p.module}.{p.layer}")
+        if kind is None and is_python_loss(lp):     # a loss whatever its code: dropped (train_only.py)
+            kind = registered_types()["Python:loss"]
+        return kind or self
 
     def unsupported(self, lp):
         if len(lp.bottom):

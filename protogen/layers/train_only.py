@@ -11,9 +11,12 @@ SigmoidCrossEntropyLoss, ContrastiveLoss, HingeLoss, InfogainLoss, MultinomialLo
 Forks: SmoothL1Loss (py-faster-rcnn smooth_L1_loss_layer.cpp), MultiBoxLoss (weiliu89/caffe),
 CenterLoss (ydwen/caffe-face center_loss_layer.cpp), SegAccuracy (DeepLab
 seg_accuracy_layer.cpp), DetectionEvaluate (weiliu89/caffe detection_evaluate_layer.cpp: top
-1 x 1 x N x 5), EvalDetection (intel/caffe YOLO evaluation).
+1 x 1 x N x 5), EvalDetection (intel/caffe YOLO evaluation). A ``type: "Python"`` layer with
+a nonzero loss_weight on every top (PythonLoss: Caffe's own rule for what a loss is).
 """
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 from .base import LayerType, register
 
@@ -49,6 +52,46 @@ CenterLoss = _make("CenterLoss", None, ("caffe-face",), bottoms=(2, 2),
                    doc="CenterLoss: training only (its centers blob is not used at inference).")
 SegAccuracy = _make("SegAccuracy", "seg_accuracy_param", ("deeplab",), bottoms=(2, 2))
 EvalDetection = _make("EvalDetection", "eval_detection_param", ("yolo",), bottoms=(2, 3))
+
+
+@dataclass(frozen=True)
+class PythonLossParams:
+    module: str = ""
+    layer: str = ""
+    param_str: str = ""
+
+
+def is_python_loss(lp) -> bool:
+    """A ``type: "Python"`` LayerParameter that Caffe treats as a loss: it has bottoms and a
+    nonzero ``loss_weight`` for every top (Layer::SetLossWeights, BVLC/caffe
+    include/caffe/layer.hpp: a top with a nonzero loss weight is added to the net's objective;
+    a PythonLayer is no LossLayer, so the weight is how a prototxt makes it one, as pycaffe's
+    examples/pycaffe/linreg.prototxt says)."""
+    return bool(lp.bottom) and len(lp.loss_weight) == len(lp.top) > 0 and all(w != 0 for w in lp.loss_weight)
+
+
+@register
+class PythonLoss(_TrainOnly):
+    """A Python layer that is a loss (:func:`is_python_loss`): its code is not known, but a
+    loss has no inference meaning, so the inference view drops it like the losses above (with
+    the same note). Read through the ``Python`` type's resolve; written back as that Python
+    layer with its loss_weight."""
+    type = "Python:loss"
+    param_field = "python_param"
+    Params = PythonLossParams
+    benign_param_fields = LayerType.benign_param_fields | {"share_in_parallel"}
+
+    def parse(self, lp):
+        p = lp.python_param
+        return PythonLossParams(p.module, p.layer, p.param_str)
+
+    def write(self, p, lp):
+        lp.python_param.module, lp.python_param.layer = p.module, p.layer
+        if p.param_str:
+            lp.python_param.param_str = p.param_str
+
+    def caffe_type(self, layer, dialect):
+        return "Python"
 
 
 @register

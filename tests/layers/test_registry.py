@@ -65,6 +65,7 @@ NO_EXAMPLES = {
     "ImageLabelmapData": "training data source (HED image + edge-map list)",
     "C3DVideoData": "training data source (C3D clip list; protogen/layers/c3d.py, tests/layers/test_conv3d.py)",
     "MarginInnerProduct": "training head: its forward reads the label",
+    "Python:loss": "a Python layer with loss_weight: a loss, dropped (tests/converter/test_python_loss.py)",
 }
 
 
