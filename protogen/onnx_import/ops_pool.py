@@ -71,9 +71,7 @@ class Pool(OpConverter):
     def static_problems(self, ctx, i, n, a, const):
         bad = []
         ks = a.get("kernel_shape")
-        if ks is not None and len(ks) == 3:
-            bad.append(NO_3D_POOL.format(op=self.op_type))
-        elif ks is not None and len(ks) != 2:
+        if ks is not None and len(ks) not in (2, 3):      # 3-D: see convert
             bad.append(f"only 2-D {self.op_type} is supported (kernel_shape {list(ks)})")
         if any(d != 1 for d in a.get("dilations", [])):
             bad.append("pooling dilation is not supported by Caffe")
@@ -101,7 +99,18 @@ class Pool(OpConverter):
         from ..layers.pool import PoolParams
         x, q, _ = ctx.take_pad(n.input[0])
         shape = ctx.shape_of(x)
-        if len(shape) != 4:
+        if len(shape) == 5 and len(a["kernel_shape"]) == 3:
+            # a window over all of (D, H, W) without padding (torch's AdaptiveMaxPool3d(1)):
+            # one output per channel, global pooling; any other 3-D pool has no Caffe layer
+            pads = [v for v in a.get("pads", [0] * 6)]
+            auto = a.get("auto_pad", b"NOTSET")
+            auto = auto.decode() if isinstance(auto, bytes) else auto
+            if (tuple(a["kernel_shape"]) == tuple(shape[2:]) and not any(pads)
+                    and auto in ("NOTSET", "", "VALID")):
+                global_pool_5d(ctx, i, x, "AVE" if self.ave else "MAX")
+                return
+            raise Refuse(NO_3D_POOL.format(op=self.op_type))
+        if len(shape) != 4 or len(a["kernel_shape"]) != 2:
             raise Refuse(f"only 4-D (N,C,H,W) input is supported, got {shape}")
         kh, kw = a["kernel_shape"]
         sh, sw = a.get("strides", [1, 1])
@@ -127,13 +136,32 @@ class Pool(OpConverter):
 @onnx_op("GlobalAveragePool", pool="AVE")
 @onnx_op("GlobalMaxPool", pool="MAX")
 class GlobalPool(OpConverter):
+    """4-D: global Pooling. 5-D (N,C,D,H,W; torch's AdaptiveAvgPool3d(1)): upstream Pooling
+    is 2-D, but a mean or max over D*H*W is one over a (N, C, D*H*W, 1) view, so the node
+    becomes Reshape -> global Pooling -> Reshape (N, C, 1, 1, 1), layers every runtime loads."""
     pool = "AVE"
 
     def convert(self, ctx, i, n, a):
         from ..layers.pool import PoolParams
-        if len(ctx.shape_of(n.input[0])) != 4:
-            raise Refuse("only 4-D input is supported")
-        ctx.emit(i, "Pooling", PoolParams(pool=self.pool, global_pooling=True))
+        rank = len(ctx.shape_of(n.input[0]))
+        if rank == 4:
+            ctx.emit(i, "Pooling", PoolParams(pool=self.pool, global_pooling=True))
+            return
+        if rank != 5:
+            raise Refuse(f"only 4-D and 5-D input are supported, got {rank}-D")
+        global_pool_5d(ctx, i, n.input[0], self.pool)
+
+
+def global_pool_5d(ctx, i, x, pool) -> None:
+    """Node ``i``: ``pool`` (AVE/MAX) over all of (D, H, W) of the 5-D tensor ``x``, as
+    Reshape (N, C, D*H*W, 1) -> global Pooling -> Reshape (N, C, 1, 1, 1)."""
+    from ..layers.pool import PoolParams
+    from ..layers.tensor import ReshapeParams
+    from .ops_compose import Chain
+    ch = Chain(ctx, i)
+    y = ch.add("Reshape", [ctx.bottom(x)], ReshapeParams(shape=(0, 0, -1, 1)))
+    y = ch.add("Pooling", [y], PoolParams(pool=pool, global_pooling=True))
+    ch.add("Reshape", [y], ReshapeParams(shape=(0, 0, 1, 1, 1)), last=True)
 
 
 @onnx_op("ReduceMean", pool="AVE", attrs=frozenset({"axes", "keepdims", "noop_with_empty_axes"}))

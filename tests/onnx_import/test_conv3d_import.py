@@ -141,3 +141,32 @@ def test_pool3d_refused_with_reason(tmp_path, pool):
                                             r"upstream Caffe's \(and OpenCV's\) Pooling is 2-D only"):
         onnx_to_caffe(path, tmp_path / "p.prototxt")
     assert not (tmp_path / "p.prototxt").exists() and not (tmp_path / "p.caffemodel").exists()
+
+
+class _Both(torch.nn.Module):
+    """A 3-D classifier head: mean and max over (D, H, W), each through a Linear."""
+
+    def __init__(self):
+        super().__init__()
+        nn = torch.nn
+        self.body = nn.Sequential(nn.Conv3d(3, 4, 3, padding=1), nn.BatchNorm3d(4), nn.ReLU())
+        self.avg, self.max = nn.AdaptiveAvgPool3d(1), nn.AdaptiveMaxPool3d(1)
+        self.fc = nn.Linear(8, 3)
+
+    def forward(self, x):
+        y = self.body(x)
+        return self.fc(torch.cat([self.avg(y), self.max(y) - 1], 1).flatten(1))
+
+
+def test_global_pool3d_as_reshape_and_2d_global_pooling(tmp_path):
+    """GlobalAveragePool / GlobalMaxPool on 5-D: Reshape (N, C, D*H*W, 1) -> global Pooling ->
+    Reshape (N, C, 1, 1, 1), upstream layers that OpenCV runs as well."""
+    ref, x, proto, cm, back = _round_trip(tmp_path, _Both(), (2, 3, 4, 5, 6))
+    pools = [l for l in back.layers if l.type == "Pooling"]
+    assert sorted(l.params.pool for l in pools) == ["AVE", "MAX"] and all(l.params.global_pooling for l in pools)
+    assert [l.type for l in back.layers].count("Reshape") >= 4
+    cv2 = opencv_or_skip()
+    net = cv2.dnn.readNetFromCaffe(str(proto), str(cm))
+    net.setPreferableBackend(cv2.dnn.DNN_BACKEND_OPENCV)
+    net.setInput(x)
+    assert_close(ref, np.asarray(net.forward()).reshape(ref.shape), "OpenCV dnn (Caffe importer)")
