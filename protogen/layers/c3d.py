@@ -27,7 +27,7 @@ new_length; C3D's own field numbers collide with upstream's, so they are read by
   1, 1, 1)``. The inference view turns it into an Input, like every data layer.
 
 C3D's caffemodels store blobs in C3D's own BlobProto (a ``length`` field at number 3, data at
-6); they are not read (only prototxt files are).
+6); protogen/caffe/caffemodel.py reads that form (5-D blobs, aligned over five axes).
 """
 from __future__ import annotations
 
