@@ -231,11 +231,15 @@ def _value_infos(ctx: OnnxContext, res: Resolved, rename: dict, intermediate: bo
     dyn_b, dyn_hw = ctx.dynamic_batch, ctx.dynamic_hw
     var_b, var_hw = ctx._var_batch, ctx._var_hw
 
+    batches = {int(s[0]) for _, s in ctx.inputs if len(s)}
+
     def dims(ssa: str, shape, label=None):
         res_ = []
         for a, d in enumerate(shape):
             if dyn_b and a in var_b.get(ssa, ()):
-                res_.append("N")
+                # a first axis that grows with the batch but is not the batch (ROI rows, the
+                # bound of a data-dependent count): unnamed, so that ORT assumes no equal sizes
+                res_.append(None if a == 0 and int(d) not in batches else "N")
             elif dyn_hw and a in var_hw.get(ssa, ()):
                 res_.append(label(a) if label else None)
             else:

@@ -420,3 +420,37 @@ def test_scale_route_every_roi_zero_size_is_refused():
     g, names, _ = net("ScaleRoute", dict(low_scale=1), [rois.shape])
     with pytest.raises(ProtogenError, match="zero size"):
         R.run_torch(g, {"in0": rois}, False)
+
+
+# ----------------------------------------------------------------------------- ROIAlign border
+def test_roi_align_border_row():
+    """Cascade R-CNN's ROIAlign (roi_align_layer.cpp) on an ROI clipped to the border as
+    BoxGroupOutput clips it (y2 = H * stride): its last grid row lies at exactly H - 0.5 in exact
+    arithmetic, and the float32 rounding of start + pooled * bin decides whether it is sampled
+    or zeroed (hf > H - 0.5). Two ROIs one ulp apart in y1 take different sides; given the same
+    float32 ROI every runtime takes the same side (why tests/converter/test_cascade_nets.py
+    makes the RPN's proposals bit-identical in all runtimes)."""
+    h, scale, pooled = 16, 0.25, 7
+    end = F(h / scale) * F(scale) - F(0.5)
+
+    def last_row_sampled(y1):
+        start = F(y1) * F(scale) - F(0.5)
+        bh = (end - start) / F(pooled)
+        return not (start + F(pooled) * bh > F(h) - F(0.5))
+    y1 = F(1.1668243)
+    for _ in range(200):
+        nxt = np.nextafter(y1, F(10))
+        if last_row_sampled(y1) != last_row_sampled(nxt):
+            break
+        y1 = nxt
+    else:
+        pytest.fail("no flip found")
+    x = np.random.default_rng(7).standard_normal((1, 3, h, 24)).astype(F) + 2
+    rois = np.asarray([[0, 2, y1, 50, h / scale], [0, 2, nxt, 50, h / scale]], F)
+    g, names, tops = net("ROIAlign", dict(pooled_h=pooled, pooled_w=pooled, spatial_scale=scale),
+                         [x.shape, rois.shape])
+    res = run_all(g, names, tops, [x, rois])
+    last = res["torch64"][0][:, :, pooled]
+    assert (np.abs(last).max(axis=(1, 2)) == 0).tolist() == [not last_row_sampled(y1), not last_row_sampled(nxt)]
+    for rt, outs in res.items():
+        assert_rows(outs[0], res["torch64"][0], rt)
