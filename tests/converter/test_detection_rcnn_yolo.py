@@ -13,8 +13,8 @@ prototxt with the seeded weights in a caffemodel).
   every runtime (count > 0 asserted: the seeded weights give detections); OpenCV has no
   YOLO detection-output layer, so it is compared on the raw head blobs (the prototxt without
   the detection layer).
-* Refused, with the reason checked: cascade R-CNN
-  (BoxGroupOutput/DecodeBBox/ScaleRoute).
+* Refused, with the reason checked: none left (SSH converts: tests/converter/test_ssh_net.py;
+  cascade R-CNN converts: tests/converter/test_cascade_nets.py).
 Inputs are small so that the nets run in seconds to tens of seconds (slow-marked).
 """
 from __future__ import annotations
@@ -247,10 +247,6 @@ def test_yolo_v3_spp():
 
 # ----------------------------------------------------------------------------- refused
 REFUSED = {
-    "zhaoweicai_cascade-rcnn/examples/voc/res50-9s-600-rfcn-cascade/deploy.prototxt":
-        "unknown layer type 'BoxGroupOutput'",
-    "zhaoweicai_cascade-rcnn/examples/coco/res50-15s-800-fpn-cascade/deploy.prototxt":
-        "unknown layer type 'ScaleRoute'",
 }
 
 
