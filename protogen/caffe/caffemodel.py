@@ -109,9 +109,21 @@ _C3D_V1_TYPES = {30: "CONVOLUTION3D", 31: "POOLING3D", 32: None, 33: "VIDEO_DATA
                  35: None, 36: None, 37: None, 38: None, 39: None, 40: None}
 
 
+def _blob_form(buf, start: int, end: int) -> str | None:
+    """"C3D" when field 5 (C3D's width) is a varint, "upstream" when a field only upstream's
+    BlobProto has is there (float data at 5, shape 7, double data 8), None when neither (an
+    empty blob, which reads the same either way)."""
+    form = None
+    for no, wire, _s, _e, _ in fields(buf, start, end):
+        if no == 5 and wire == VARINT:
+            return "C3D"
+        if no == 5 or (no in (7, 8) and wire == LEN):
+            form = "upstream"
+    return form
+
+
 def _is_c3d_blob(buf, start: int, end: int) -> bool:
-    """C3D's BlobProto: field 5 (its width) is a varint; upstream's field 5 is float data."""
-    return any(no == 5 and wire == VARINT for no, wire, _s, _e, _ in fields(buf, start, end))
+    return _blob_form(buf, start, end) == "C3D"
 
 
 def _parse_c3d_blob(buf, start: int, end: int, where: str) -> np.ndarray:
@@ -287,9 +299,10 @@ def read_caffemodel(path) -> CaffeModel:
             arrays = []
             for i, (s, e) in enumerate(ranges):
                 try:
-                    c3d = _is_c3d_blob(buf, s, e)
-                    forms.add("C3D" if c3d else "upstream")
-                    arrays.append((_parse_c3d_blob if c3d else _parse_blob)(buf, s, e, f"blob {i}"))
+                    form = _blob_form(buf, s, e)
+                    if form:
+                        forms.add(form)
+                    arrays.append((_parse_c3d_blob if form == "C3D" else _parse_blob)(buf, s, e, f"blob {i}"))
                 except WireError as t:
                     raise ProtogenError(f"corrupt weights ({t})", file=path, layer=name) from None
             if arrays:

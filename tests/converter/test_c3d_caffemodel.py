@@ -232,6 +232,20 @@ def test_c3d_blob_shape_mismatch_and_corrupt_count(tmp_path):
         read_caffemodel(tmp_path / "n.caffemodel")
 
 
+def test_mixed_blob_forms_refused(tmp_path):
+    """A file whose blobs are partly C3D's and partly upstream's is refused (the two messages
+    concatenated: protobuf merges their repeated ``layers``)."""
+    from protogen.caffe import pb
+    model, _, _ = tiny_c3d(np.random.default_rng(0))
+    up = pb.NetParameter()
+    v1 = up.layers.add(name="extra")
+    b = v1.blobs.add(num=1, channels=1, height=1, width=2)
+    b.data.extend([1.0, 2.0])
+    (tmp_path / "m.caffemodel").write_bytes(model + up.SerializeToString())
+    with pytest.raises(ProtogenError, match="mixes C3D's 5-D BlobProto"):
+        read_caffemodel(tmp_path / "m.caffemodel")
+
+
 def test_upstream_blobs_unchanged():
     """An upstream legacy blob (num 1, channels 2, height 3, width 4, data at 5) still reads as
     upstream: nothing there is a varint at field 5."""
