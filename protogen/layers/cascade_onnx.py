@@ -24,9 +24,10 @@ def _t(ctx, v):
     return ctx.op("Transpose", [v], perm=[1, 0])
 
 
-def greedy_nms_exact(ctx, boxes: str, thr: float, mode: str) -> str:
+def greedy_nms_exact(ctx, boxes: str, thr: float, mode: str, image: str | None = None) -> str:
     """Kept row indices [M] of ``boxes`` [K, 4] (already in score order) under ApplyNMS with
-    JaccardOverlap(iou_mode=``mode``): box j is dropped when IoU(i, j) > thr for a kept i < j."""
+    JaccardOverlap(iou_mode=``mode``): box j is dropped when IoU(i, j) > thr for a kept i < j
+    (of the same image when ``image`` [K] gives each row's image)."""
     from onnx import TensorProto, helper
     one, zero = _f(ctx, "one", 1), _f(ctx, "zero", 0)
     x1, y1, x2, y2 = (column(ctx, boxes, j, f"b{j}") for j in range(4))             # K, 1
@@ -52,6 +53,9 @@ def greedy_nms_exact(ctx, boxes: str, thr: float, mode: str) -> str:
     later = ctx.op("Greater", [ctx.op("Unsqueeze", [r, ctx.ints("ax0", [0])]),
                                ctx.op("Unsqueeze", [r, ctx.ints("ax1", [1])])])        # [i, j]: j > i
     s = ctx.op("And", [ctx.op("Greater", [iou, _f(ctx, "thr", thr)]), later])
+    if image is not None:
+        s = ctx.op("And", [s, ctx.op("Equal", [ctx.op("Unsqueeze", [image, ctx.ints("ax1", [1])]),
+                                               ctx.op("Unsqueeze", [image, ctx.ints("ax0", [0])])])])
     keep0 = ctx.op("GreaterOrEqual", [r, scalar(ctx, "zero_k", 0)])                   # all true
     cond = ctx.op("Equal", [scalar(ctx, "c0", 0), scalar(ctx, "c1", 0)])
     it, cin, kin = ctx.tmp("loop_i"), ctx.tmp("loop_cond"), ctx.tmp("loop_keep")
@@ -74,23 +78,28 @@ def greedy_nms_exact(ctx, boxes: str, thr: float, mode: str) -> str:
     return flat(ctx, ctx.op("NonZero", [keep]))
 
 
-def _group(ctx, prob, deltas, i, fw, fh, stride, means, stds, bounds, fg_thr, min_size):
-    """Candidates of image ``i`` of one bottom pair: boxes [M, 4] (clipped), objectness [M],
-    kept mask [M], in (group, row, column) order (DecodeGroupBBoxes, ClipBBox, the filters)."""
+def _group(ctx, prob, deltas, fw, fh, stride, means, stds, bounds, fg_thr, min_size):
+    """Candidates of every image of one bottom pair: x1, y1, x2, y2, objectness, kept mask,
+    each [N, G * H * W] in (group, row, column) order per image (DecodeGroupBBoxes, ClipBBox,
+    the fg_thr and min_size filters)."""
     g = len(fw)
 
     def sl(v, s, e, a):
         return ctx.op("Slice", [v, ctx.ints("s", s), ctx.ints("e", e), ctx.ints("a", a)])
+
+    def by_image(v):       # (N * G, C, H, W) -> (N, G, C, H, W)
+        shape = ctx.op("Concat", [ctx.ints("ng", [-1, g]), ctx.op("Shape", [v], start=1, end=4)], axis=0)
+        return ctx.op("Reshape", [v, shape])
     one, zero = _f(ctx, "one", 1), _f(ctx, "zero", 0)
-    fg = ctx.op("Sub", [one, sl(prob, [i * g, 0], [(i + 1) * g, 1], [0, 1])])           # G, 1, H, W
-    d = sl(deltas, [i * g], [(i + 1) * g], [0])
-    v = [ctx.op("Add", [ctx.op("Mul", [sl(d, [c], [c + 1], [1]), _f(ctx, "std", stds[c])]),
+    fg = ctx.op("Sub", [one, sl(by_image(prob), [0], [1], [2])])                         # N, G, 1, H, W
+    d = by_image(deltas)
+    v = [ctx.op("Add", [ctx.op("Mul", [sl(d, [c], [c + 1], [2]), _f(ctx, "std", stds[c])]),
                         _f(ctx, "mean", means[c])]) for c in range(4)]
     lo_xy, hi_xy, lo_wh, hi_wh = (_f(ctx, "bound", b) for b in bounds)
     bx, by = (ctx.op("Min", [ctx.op("Max", [u, lo_xy]), hi_xy]) for u in v[:2])
     bw, bh = (ctx.op("Min", [ctx.op("Max", [u, lo_wh]), hi_wh]) for u in v[2:])
-    fwc = ctx.const("field_w", np.asarray(fw, np.float32).reshape(-1, 1, 1, 1))
-    fhc = ctx.const("field_h", np.asarray(fh, np.float32).reshape(-1, 1, 1, 1))
+    fwc = ctx.const("field_w", np.asarray(fw, np.float32).reshape(1, -1, 1, 1, 1))
+    fhc = ctx.const("field_h", np.asarray(fh, np.float32).reshape(1, -1, 1, 1, 1))
     st = _f(ctx, "stride", stride)
     hw = ctx.op("Shape", [deltas], start=2, end=4)
 
@@ -99,8 +108,8 @@ def _group(ctx, prob, deltas, i, fw, fh, stride, means, stds, bounds, fg_thr, mi
         r = ctx.op("Cast", [ctx.op("Range", [scalar(ctx, "zero_i", 0), n, scalar(ctx, "one_i", 1)])], to=1)
         return ctx.op("Reshape", [ctx.op("Mul", [ctx.op("Add", [r, _f(ctx, "half", 0.5)]), st]),
                                   ctx.ints("shape", shape)])
-    bx = ctx.op("Add", [ctx.op("Mul", [bx, fwc]), grid(1, [1, 1, 1, -1])])
-    by = ctx.op("Add", [ctx.op("Mul", [by, fhc]), grid(0, [1, 1, -1, 1])])
+    bx = ctx.op("Add", [ctx.op("Mul", [bx, fwc]), grid(1, [1, 1, 1, 1, -1])])
+    by = ctx.op("Add", [ctx.op("Mul", [by, fhc]), grid(0, [1, 1, 1, -1, 1])])
     bw = ctx.op("Mul", [fwc, ctx.op("Exp", [bw])])
     bh = ctx.op("Mul", [fhc, ctx.op("Exp", [bh])])
     two = _f(ctx, "two", 2)
@@ -117,37 +126,62 @@ def _group(ctx, prob, deltas, i, fw, fh, stride, means, stds, bounds, fg_thr, mi
                         ctx.op("And", [
                             ctx.op("GreaterOrEqual", [ctx.op("Add", [ctx.op("Sub", [x2, x1]), one]), ms]),
                             ctx.op("GreaterOrEqual", [ctx.op("Add", [ctx.op("Sub", [y2, y1]), one]), ms])])])
-    cols = [ctx.op("Reshape", [u, ctx.ints("col", [-1, 1])]) for u in (x1, y1, x2, y2)]
-    return ctx.op("Concat", cols, axis=1), flat(ctx, fg), flat(ctx, ok)
+    return [ctx.op("Reshape", [u, ctx.ints("per_image", [0, -1])]) for u in (x1, y1, x2, y2, fg, ok)]
+
+
+def _rank_in_image(ctx, img, n):
+    """Position of each row among the rows of its image ([K] int64), rows image-major."""
+    imgs = ctx.op("Range", [scalar(ctx, "zero_i", 0), n, scalar(ctx, "one_i", 1)])
+    onehot = ctx.op("Cast", [ctx.op("Equal", [ctx.op("Unsqueeze", [img, ctx.ints("ax1", [1])]),
+                                              ctx.op("Unsqueeze", [imgs, ctx.ints("ax0", [0])])])], to=7)
+    counts = ctx.op("ReduceSum", [onehot, ctx.ints("ax0", [0])], keepdims=0)              # N
+    starts = ctx.op("CumSum", [counts, scalar(ctx, "axis", 0)], exclusive=1)
+    k = ctx.op("Squeeze", [ctx.op("Shape", [img]), ctx.ints("ax0", [0])])
+    pos = ctx.op("Range", [scalar(ctx, "zero_i", 0), k, scalar(ctx, "one_i", 1)])
+    return ctx.op("Sub", [pos, ctx.op("Gather", [starts, img], axis=0)])
+
+
+def _first_per_image(ctx, vals, img, n, limit):
+    """Rows (image-major) whose rank in their image is < limit."""
+    keep = ctx.op("Less", [_rank_in_image(ctx, img, n), ctx.ints("limit", [int(limit)])])
+    return [ctx.op("Compress", [v, keep], axis=0) for v in vals]
 
 
 def box_group_output(ctx, step, fields, strides, means, stds, xyr, whr, fg_thr, iou_thr,
                      nms_type, max_nms, max_post, min_size):
-    """BoxGroupOutputLayer::Forward_cpu, one unrolled branch per image (the batch is baked in)."""
+    """BoxGroupOutputLayer::Forward_cpu for all images at once: candidates flattened
+    image-major, sorted by score then (stably) by image, limited per image, NMS only between
+    boxes of one image."""
     ins = [ctx.name(v) for v in step.inputs]
-    num = ctx.static(step.inputs[0], 0) // len(fields[0][0])
     f = np.float32
     bounds = (f(-1) / f(xyr), f(1) / f(xyr), np.log(f(1) / f(whr)), np.log(f(whr)))
-    per_image = []
-    for i in range(num):
-        parts = [_group(ctx, p, d, i, fw, fh, s, means, stds, bounds, fg_thr, min_size)
-                 for p, d, (fw, fh), s in zip(ins[0::2], ins[1::2], fields, strides)]
-        boxes = ctx.op("Concat", [b for b, _, _ in parts], axis=0)
-        fg = ctx.op("Concat", [s for _, s, _ in parts], axis=0)
-        ok = ctx.op("Concat", [k for _, _, k in parts], axis=0)
-        boxes = ctx.op("Compress", [boxes, ok], axis=0)
-        fg = ctx.op("Compress", [fg, ok], axis=0)
-        order = sort_desc(ctx, fg, max_nms if max_nms > 0 else None)
-        boxes = ctx.op("Gather", [boxes, order], axis=0)
-        fg = ctx.op("Gather", [fg, order], axis=0)
-        keep = greedy_nms_exact(ctx, boxes, iou_thr, nms_type)
-        if max_post > 0:
-            keep = ctx.op("Slice", [keep, ctx.ints("s", [0]), ctx.ints("e", [max_post]), ctx.ints("a", [0])])
-        boxes = ctx.op("Gather", [boxes, keep], axis=0)
-        score = ctx.op("Unsqueeze", [ctx.op("Gather", [fg, keep], axis=0), ctx.ints("ax1", [1])])
-        image = ctx.op("Add", [ctx.op("Mul", [score, _f(ctx, "zero", 0)]), _f(ctx, "image", i)])
-        per_image.append(ctx.op("Concat", [image, boxes, score], axis=1))
-    rows = per_image[0] if num == 1 else ctx.op("Concat", per_image, axis=0)
+    parts = [_group(ctx, p, d, fw, fh, s, means, stds, bounds, fg_thr, min_size)
+             for p, d, (fw, fh), s in zip(ins[0::2], ins[1::2], fields, strides)]
+    cols = [parts[0][c] if len(parts) == 1 else ctx.op("Concat", [q[c] for q in parts], axis=1)
+            for c in range(6)]                                                             # N, M each
+    n = ctx.op("Squeeze", [ctx.op("Shape", [cols[4]], start=0, end=1), ctx.ints("ax0", [0])])
+    img = ctx.op("Range", [scalar(ctx, "zero_i", 0), n, scalar(ctx, "one_i", 1)])
+    img = ctx.op("Expand", [ctx.op("Unsqueeze", [img, ctx.ints("ax1", [1])]), ctx.op("Shape", [cols[4]])])
+    ok = flat(ctx, cols[5])
+    boxes = ctx.op("Concat", [ctx.op("Reshape", [c, ctx.ints("col", [-1, 1])]) for c in cols[:4]], axis=1)
+    boxes = ctx.op("Compress", [boxes, ok], axis=0)
+    fg = ctx.op("Compress", [flat(ctx, cols[4]), ok], axis=0)
+    img = ctx.op("Compress", [flat(ctx, img), ok], axis=0)
+    for key in ("score", "image"):         # by score, then stably by image: image-major
+        if key == "score":
+            order = sort_desc(ctx, fg)
+        else:
+            order = sort_desc(ctx, ctx.op("Neg", [ctx.op("Cast", [img], to=1)]))
+        boxes, fg, img = (ctx.op("Gather", [v, order], axis=0) for v in (boxes, fg, img))
+    if max_nms > 0:
+        boxes, fg, img = _first_per_image(ctx, [boxes, fg, img], img, n, max_nms)
+    keep = greedy_nms_exact(ctx, boxes, iou_thr, nms_type, img)
+    boxes, fg, img = (ctx.op("Gather", [v, keep], axis=0) for v in (boxes, fg, img))
+    if max_post > 0:
+        boxes, fg, img = _first_per_image(ctx, [boxes, fg, img], img, n, max_post)
+    score = ctx.op("Unsqueeze", [fg, ctx.ints("ax1", [1])])
+    image = ctx.op("Unsqueeze", [ctx.op("Cast", [img], to=1), ctx.ints("ax1", [1])])
+    rows = ctx.op("Concat", [image, boxes, score], axis=1)
     # no box in the whole batch: the fixed row [0, 1, 1, 10, 10] (and a zero row of 6)
     m = ctx.op("Shape", [rows], start=0, end=1)
     length = ctx.op("Add", [m, ctx.op("Cast", [ctx.op("Equal", [m, ctx.ints("zero_v", [0])])], to=7)])
@@ -185,7 +219,8 @@ def decode_bbox(ctx, step, means, stds):
     x2n = ctx.op("Sub", [ctx.op("Add", [tx, tw]), one])
     y2n = ctx.op("Sub", [ctx.op("Add", [ty, th]), one])
     out = ctx.op("Concat", [b, tx, ty, x2n, y2n], axis=1)
-    ctx.op("Reshape", [out, ctx.op("Shape", [r_in])], step.outputs[0])
+    rest = list(ctx.shapes[step.inputs[1]][1:])                                         # 5 (, 1, 1)
+    ctx.op("Reshape", [out, ctx.ints("shape", [-1] + rest)], step.outputs[0])
 
 
 def scale_route(ctx, step, low, high, mid):
