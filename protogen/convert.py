@@ -34,7 +34,9 @@ def load_source(src, weights=None, phase=None, input_shape=None, seed: int = 0, 
         # an ONNX graph with dynamic height/width needs the concrete input shape here
         from .dialect import PORTABLE
         graph = load_onnx(src, dialect=dialect or PORTABLE,
-                          input_shapes=parse_input_shape(input_shape) if input_shape else None)
+                          input_shapes=({k: parse_input_shape(v) for k, v in input_shape.items()}
+                                        if isinstance(input_shape, dict)     # by input name
+                                        else parse_input_shape(input_shape) if input_shape else None))
         return graph, True
     from .caffe.loader import load_model
     if not src.endswith(_CAFFE_SUFFIXES) and "/" not in src and not Path(src).exists():

@@ -161,7 +161,8 @@ def inference_view(graph: Graph, input_shape=None, file: str | None = None) -> G
         raise ProtogenError(f"the inference view keeps only the first top of each data layer, but "
                             f"layers compute with the others ({what}): write a deploy net with "
                             "Input layers for them, or give their shapes by name "
-                            "(input_shape={top: shape})", file=file, layer=lost[0][0])
+                            "(input_shape={top: shape}; protogen: --input-shape TOP=N,C,H,W, "
+                            "repeated)", file=file, layer=lost[0][0])
     out = Graph(graph.name, _drop_unread_inputs(layers, dropped))
     out.notes = ([f"dropped training-only layer(s) {', '.join(repr(n) for n in losses[:5])}"
                   f"{' and %d more' % (len(losses) - 5) if len(losses) > 5 else ''} "

@@ -4,7 +4,9 @@
   the inference view (Caffe's TEST phase; a zoo model's deploy net), ``train`` Caffe's TRAIN
   phase (a zoo model's train_val net for ``emit``/``diff``). Default: test.
 * ``--input-shape N,C,H,W`` (also ``--input-shape -1,3,48,48``: N = -1 means any batch,
-  taken as 1; verify uses ``--batch``).
+  taken as 1; verify uses ``--batch``), or by name, repeated: ``--input-shape
+  data=1,3,224,224 --input-shape rois=1,5`` (several inputs; a train net's later data tops
+  that the net computes with, e.g. Fast R-CNN's rois, become inputs; an ONNX file's inputs).
 * ``--stage NAME`` (repeatable) and ``--level N``: the rest of Caffe's NetState, with
   ``--phase`` selecting a prototxt's layers by their include/exclude rules (as Caffe's
   FilterNet does); added with ``--input-shape`` wherever a model file is read.
@@ -59,9 +61,12 @@ def add_phase(p, extra: str = "", default: str | None = None) -> None:
 def add_input_shape(p) -> None:
     """``--input-shape`` and the NetState options (``--stage``, ``--level``): how a model
     file is read."""
-    p.add_argument("--input-shape", default=None, metavar="N,C,H,W",
+    p.add_argument("--input-shape", default=None, action="append", metavar="[NAME=]N,C,H,W",
                    help="input shape for a prototxt whose data layer gives no size or an ONNX "
-                        "file with dynamic sizes; N = -1 means any batch (taken as 1)")
+                        "file with dynamic sizes; N = -1 means any batch (taken as 1). Repeat "
+                        "as NAME=N,C,H,W for several inputs by name (a train net's data tops "
+                        "that feed the net, e.g. --input-shape data=1,3,224,224 "
+                        "--input-shape rois=1,5)")
     add_netstate(p)
 
 
@@ -146,23 +151,48 @@ def normalize_argv(argv: list[str]) -> list[str]:
     return out
 
 
-def input_shape(args) -> tuple[int, ...] | None:
-    """``--input-shape`` as a tuple (a leading -1, any batch, becomes 1), or None."""
-    text = getattr(args, "input_shape", None)
-    if text is None:
+def input_shape(args) -> tuple[int, ...] | dict | None:
+    """``--input-shape`` as a tuple (a leading -1, any batch, becomes 1), or None; given by
+    name (``NAME=N,C,H,W``, repeatable) a dict {name: tuple} (load_model's / load_onnx's
+    named form)."""
+    given = getattr(args, "input_shape", None)
+    if given is None:
         return None
+    given = [given] if isinstance(given, str) else list(given)
+    named = [g for g in given if "=" in g]
+    if not named:
+        if len(given) > 1:
+            raise ProtogenError("--input-shape given several times: name each input "
+                                "(--input-shape data=1,3,224,224 --input-shape rois=1,5)")
+        return _shape(given[0])
+    if len(named) != len(given):
+        raise ProtogenError("--input-shape: name every shape (NAME=N,C,H,W) when one is named")
+    out = {}
+    for g in named:
+        name, _, text = g.partition("=")
+        name = name.strip()
+        if not name or name in out:
+            raise ProtogenError(f"--input-shape {g!r}: " + ("a name is needed before '='" if not name
+                                                             else f"input '{name}' given twice"))
+        out[name] = _shape(text, name)
+    return out
+
+
+def _shape(text: str, name: str | None = None) -> tuple[int, ...]:
+    """One ``N,C,H,W`` value of --input-shape (``name``: the input it is for, in errors)."""
+    what = f"--input-shape for '{name}'" if name else "--input-shape"
     parts = str(text).strip().replace("x", ",").split(",")
     try:
         dims = [int(s) for s in parts]
     except ValueError:
-        raise ProtogenError(f"--input-shape must be integers like 1,3,224,224, got '{text}'") from None
+        raise ProtogenError(f"{what} must be integers like 1,3,224,224, got '{text}'") from None
     if dims and dims[0] == -1:
         dims[0] = 1
     from ..layers.io import check_input_shape
     try:
         return check_input_shape(dims)
     except ProtogenError as e:
-        raise ProtogenError(f"--input-shape: {e.message}") from None
+        raise ProtogenError(f"{what}: {e.message}") from None
 
 
 def model_options(extra: list[str]) -> dict:
