@@ -8,6 +8,8 @@ from ..errors import ProtogenError, ShapeError
 from .base import Example, LayerType, register, require_rank, spatial_pair
 
 FLT_MAX = 3.4028234663852886e38   # float32 max, Caffe's -FLT_MAX initial value for MAX pooling
+#: facebookarchive/C3D's PoolingParameter fields (proto/caffe.proto, read by layers/c3d.py)
+C3D_POOL_FIELDS = ("kernel_depth", "temporal_stride")
 
 
 @dataclass(frozen=True)
@@ -97,9 +99,12 @@ class Pooling(LayerType):
         return p
 
     def unsupported(self, lp) -> list[str]:
-        if lp.pooling_param.pool == lp.pooling_param.STOCHASTIC:
-            return ["STOCHASTIC pooling has no deterministic inference form"]
-        return []
+        c = lp.pooling_param
+        bad = [f"pooling_param.{f} is C3D's (POOLING3D), not Pooling's: upstream Pooling is 2-D"
+               for f in C3D_POOL_FIELDS if c.HasField(f)]
+        if c.pool == c.STOCHASTIC:
+            bad.append("STOCHASTIC pooling has no deterministic inference form")
+        return bad
 
     def write(self, p: PoolParams, lp) -> None:
         c = lp.pooling_param

@@ -16,7 +16,7 @@ layer {
     weight_filler { type: "msra" } }
 }
 layer { name: "pool1" type: "Pooling" bottom: "conv1" top: "pool1"
-  pooling_param { pool: MAX kernel_size: 2 stride: 2 kernel_depth: 2 } }
+  pooling_param { pool: MAX kernel_size: 2 stride: 2 pool_depth: 2 } }
 layer { name: "fc" type: "InnerProduct" bottom: "pool1" top: "fc"
   inner_product_param { num_output: 3 my_filler { type: "xavier" } }
   quantization_parameter { bw_params: 8 }
@@ -34,7 +34,7 @@ def test_three_unknown_fields_are_named_with_their_lines(tmp_path):
     # all three, each with file:line:col and its layer; the training-only my_filler is not one
     assert len(e.items) == 3, text
     assert f"{p}:6:5: unknown field 'convolution_param.fused_op'" in text
-    assert f"{p}:10:54: unknown field 'pooling_param.kernel_depth'" in text
+    assert f"{p}:10:54: unknown field 'pooling_param.pool_depth'" in text
     assert f"{p}:13:3: unknown field 'quantization_parameter'" in text
     assert [n for n, _, _ in e.items] == ["conv1", "pool1", "fc"]
     assert [t for _, t, _ in e.items] == ["Convolution", "Pooling", "InnerProduct"]
@@ -45,7 +45,7 @@ def test_three_unknown_fields_are_named_with_their_lines(tmp_path):
 def test_training_only_unknown_fields_are_ignored_with_a_note(tmp_path):
     p = tmp_path / "t.prototxt"
     p.write_text(THREE_UNKNOWN.replace("    fused_op: FUSED_RELU\n", "")
-                 .replace(" kernel_depth: 2", "").replace("  quantization_parameter { bw_params: 8 }\n", "")
+                 .replace(" pool_depth: 2", "").replace("  quantization_parameter { bw_params: 8 }\n", "")
                  .replace('layer { name: "pool1"', 'layer { name: "bn" type: "BatchNorm" bottom: "conv1" '
                           'top: "conv1" batch_norm_param { filler { type: "constant" } } }\nlayer { name: "pool1"'))
     g = load_prototxt(p)
@@ -95,3 +95,17 @@ def test_ceil_mode_and_round_mode_disagreeing_are_refused(tmp_path):
     with pytest.raises(ProtogenError, match="ceil_mode: false and round_mode: CEIL") as ei:
         load_model(p)
     assert ei.value.layer == "pool_floor"
+
+
+def test_c3d_pooling_fields_on_upstream_pooling_are_refused(tmp_path):
+    """C3D's kernel_depth/temporal_stride are known to the schema (its POOLING3D reads them), but
+    upstream's 2-D Pooling ignores them: taking them silently would pool another window."""
+    p = tmp_path / "p.prototxt"
+    p.write_text('input: "data" input_shape { dim: 1 dim: 2 dim: 4 dim: 4 }\n'
+                 'layer { name: "pool1" type: "Pooling" bottom: "data" top: "pool1"\n'
+                 '  pooling_param { pool: MAX kernel_size: 2 stride: 2 kernel_depth: 2 temporal_stride: 2 } }\n')
+    with pytest.raises(ProtogenError) as e:
+        load_prototxt(p)
+    text = str(e.value)
+    assert "pool1" in text and "pooling_param.kernel_depth is C3D's" in text
+    assert "pooling_param.temporal_stride is C3D's" in text
