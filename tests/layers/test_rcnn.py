@@ -368,8 +368,9 @@ def test_param_str_and_python_layer_dispatch():
     back = graph_from_net_param(parse_prototxt(to_prototxt(g)))
     assert back.layers[-1].type == PY and back.layers[-1].params == lay.params
     assert 'type: "Python"' in to_prototxt(g)
-    with pytest.raises(UnsupportedError, match="SSH.layers.proposal_layer"):
-        graph_from_net_param(parse_prototxt(text.replace("'rpn.proposal_layer'", "'SSH.layers.proposal_layer'")))
+    # a Python module protogen has no transcription of is refused, naming the module
+    with pytest.raises(UnsupportedError, match="mylab.layers.proposal_layer"):
+        graph_from_net_param(parse_prototxt(text.replace("'rpn.proposal_layer'", "'mylab.layers.proposal_layer'")))
     with pytest.raises(ProtogenError, match="num_classes"):
         graph_from_net_param(parse_prototxt(text.replace("'feat_stride': 16", "'feat_stride': 16, 'num_classes': 21")))
 
