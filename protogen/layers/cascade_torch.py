@@ -13,27 +13,28 @@ from __future__ import annotations
 import inspect
 
 
-def cascade_iou(boxes, i: int, others, mode: str):
-    """bbox_util.cpp JaccardOverlap(BBox, BBox, iou_mode) of box ``i`` with rows ``others``
-    (float32 [K, 4] x1, y1, x2, y2): 0 when either box is inverted (x2 < x1 or y2 < y1); the
-    intersection is 0 when ix1 > ix2 or iy1 >= iy2 (the y test is >=, as written there), else
-    (ix2 - ix1 + 1) * (iy2 - iy1 + 1); sizes (x2 - x1 + 1) * (y2 - y1 + 1); the union is
-    s_i + s_j - inter ("IOU"), min(s_i, s_j) ("IOMU") or s_i ("IOFU"); 0 when it is <= 0."""
-    b = boxes[others]
-    a = boxes[i]
+def cascade_iou(boxes, mode: str):
+    """bbox_util.cpp JaccardOverlap(BBox, BBox, iou_mode) of every pair of rows of ``boxes``
+    (float32 [K, 4] x1, y1, x2, y2), as a [K, K] matrix (row: the kept box): 0 when either box
+    is inverted (x2 < x1 or y2 < y1); the intersection is 0 when ix1 > ix2 or iy1 >= iy2 (the
+    y test is >=, as written there), else (ix2 - ix1 + 1) * (iy2 - iy1 + 1); sizes (x2 - x1 +
+    1) * (y2 - y1 + 1); the union is s_i + s_j - inter ("IOU"), min(s_i, s_j) ("IOMU") or s_i
+    ("IOFU"); 0 when it is <= 0."""
+    a, b = boxes[:, None, :], boxes[None, :, :]
     zero = torch.zeros((), dtype=torch.float32)
-    bad = (b[:, 2] < b[:, 0]) | (b[:, 3] < b[:, 1]) | bool(a[2] < a[0]) | bool(a[3] < a[1])
-    ix1, iy1 = torch.maximum(a[0], b[:, 0]), torch.maximum(a[1], b[:, 1])
-    ix2, iy2 = torch.minimum(a[2], b[:, 2]), torch.minimum(a[3], b[:, 3])
+    inv = (boxes[:, 2] < boxes[:, 0]) | (boxes[:, 3] < boxes[:, 1])
+    bad = inv[:, None] | inv[None, :]
+    ix1, iy1 = torch.maximum(a[..., 0], b[..., 0]), torch.maximum(a[..., 1], b[..., 1])
+    ix2, iy2 = torch.minimum(a[..., 2], b[..., 2]), torch.minimum(a[..., 3], b[..., 3])
     inter = torch.where((ix1 > ix2) | (iy1 >= iy2), zero, (ix2 - ix1 + 1) * (iy2 - iy1 + 1))
-    sa = (a[2] - a[0] + 1) * (a[3] - a[1] + 1)
-    sb = (b[:, 2] - b[:, 0] + 1) * (b[:, 3] - b[:, 1] + 1)
+    size = (boxes[:, 2] - boxes[:, 0] + 1) * (boxes[:, 3] - boxes[:, 1] + 1)
+    si, sj = size[:, None].expand_as(inter), size[None, :].expand_as(inter)
     if mode == "IOMU":
-        union = torch.minimum(sa.expand_as(sb), sb)
+        union = torch.minimum(si, sj)
     elif mode == "IOFU":
-        union = sa.expand_as(sb)
+        union = si
     else:
-        union = sa + sb - inter
+        union = si + sj - inter
     bad = bad | (union <= 0)
     return torch.where(bad, zero, inter / torch.where(bad, torch.ones_like(union), union))
 
@@ -42,13 +43,11 @@ def cascade_nms(boxes, thr: float, mode: str):
     """bbox_util.cpp ApplyNMS(bboxes, iou_thr, greedy=true, iou_mode): boxes in their given
     (score) order; box j is dropped when IoU(i, j) > thr for a kept i < j. Returns kept rows."""
     k = boxes.shape[0]
+    drop = (cascade_iou(boxes, mode) > thr) & torch.ones((k, k), dtype=torch.bool).triu(1)
     keep = torch.ones(k, dtype=torch.bool)
     for i in range(k):
-        if not keep[i] or i + 1 >= k:
-            continue
-        rest = torch.arange(i + 1, k)
-        o = cascade_iou(boxes, i, rest, mode)
-        keep[rest] = keep[rest] & ~(o > thr)
+        if keep[i]:
+            keep &= ~drop[i]
     return torch.nonzero(keep).reshape(-1)
 
 
