@@ -34,7 +34,7 @@ import re
 import numpy as np
 import pytest
 
-from tests.converter.test_detection_rcnn_yolo import assert_agree, load, rel_err, runtimes, seeded
+from tests.converter.test_detection_rcnn_yolo import assert_agree, load, runtimes, seeded
 from tests.helpers import CORPUS, needs_corpus
 
 torch = pytest.importorskip("torch")
@@ -132,3 +132,36 @@ def test_converts_to_onnx_and_torch_source(tmp_path):   # ~20 s
         src = (tmp_path / f"{name}.py").read_text()
         assert "def box_group_output" in src and "def decode_bbox" in src
         assert ("def scale_route" in src) == (name == "fpn")
+
+
+@pytest.mark.parametrize("rel", [RFCN, FPN])
+def test_opencv_cannot_read_the_nets(rel):
+    """Why OpenCV is not compared (1): its Caffe importer cannot read the cascade parameter
+    messages, which its caffe.proto lacks."""
+    cv2 = pytest.importorskip("cv2")
+    if not hasattr(cv2.dnn, "readNetFromCaffe"):
+        pytest.skip("OpenCV without its Caffe importer")
+    with pytest.raises(cv2.error):
+        cv2.dnn.readNetFromCaffe(str(CORPUS / rel))
+
+
+@pytest.mark.parametrize("kind,shapes", [("BoxGroupOutput", [(3, 2, 4, 4), (3, 4, 4, 4)]),
+                                         ("DecodeBBox", [(4, 8), (4, 5)]), ("ScaleRoute", [(4, 5)])])
+def test_opencv_has_no_cascade_layer_types(kind, shapes, tmp_path):
+    """Why OpenCV is not compared (2): without their parameters, it has none of the types
+    (its importer creates layers on the first forward)."""
+    cv2 = pytest.importorskip("cv2")
+    if not hasattr(cv2.dnn, "readNetFromCaffe"):
+        pytest.skip("OpenCV without its Caffe importer")
+    names = [f"in{i}" for i in range(len(shapes))]
+    dims = " ".join("shape { " + " ".join(f"dim: {d}" for d in s) + " }" for s in shapes)
+    tops = " ".join('top: "%s"' % n for n in names)
+    bottoms = " ".join('bottom: "%s"' % n for n in names)
+    text = (f'layer {{ name: "in" type: "Input" {tops} input_param {{ {dims} }} }}\n'
+            f'layer {{ name: "x" type: "{kind}" {bottoms} top: "out" }}\n')
+    (tmp_path / "net.prototxt").write_text(text)
+    net = cv2.dnn.readNetFromCaffe(str(tmp_path / "net.prototxt"))
+    for n, s in zip(names, shapes):
+        net.setInput(np.ones(s, np.float32), n)
+    with pytest.raises(cv2.error, match=kind):
+        net.forward("out")
