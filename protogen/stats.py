@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+from .errors import ProtogenError, ShapeError
 from .ir import DEPLOY, Graph
 from .layers.base import Cost
 
@@ -42,7 +43,24 @@ def compute(graph: Graph, net: str = DEPLOY, input_shapes: dict | None = None) -
     view = graph.select(net=net)
     if any(l.phases for l in view.layers):
         view = view.select(phase="TEST")
-    res = view.resolve(input_shapes=input_shapes if input_shapes is not None else batch_one(view))
+    notes = []
+    if input_shapes is None:
+        input_shapes = batch_one(view)
+        try:
+            res = view.resolve(input_shapes=input_shapes)
+        except ShapeError as e:
+            # a net whose Reshape spells out the batch (LRCN's 16 x 10 clips, DCGAN's 64) has
+            # no batch-1 form: count it at its own input shapes and say so
+            try:
+                res = view.resolve()
+            except ProtogenError:
+                raise e from None
+            input_shapes = {blob: tuple(shape) for blob, _, shape in res.inputs}
+            batch = ", ".join(f"{b} {s[0]}" for b, s in input_shapes.items() if s)
+            notes.append(f"no batch-1 form ({e}); counted at the net's own batch ({batch}): "
+                         "mult-adds per batch element, memory access for the whole batch")
+    else:
+        res = view.resolve(input_shapes=input_shapes)
     rows = []
     total = Cost()
     for st in res.steps:
@@ -55,7 +73,7 @@ def compute(graph: Graph, net: str = DEPLOY, input_shapes: dict | None = None) -
         total.memory_access += c.memory_access
     return {"name": graph.name, "params": total.params, "stats": total.stats, "macs": total.macs,
             "memory_access": total.memory_access,
-            "inputs": {k: list(v) for k, v in (input_shapes or batch_one(view)).items()},
+            "inputs": {k: list(v) for k, v in input_shapes.items()}, "notes": notes,
             "outputs": list(res.outputs),
             "layers": [asdict(r) for r in rows]}
 
@@ -83,4 +101,5 @@ def format_table(s: dict) -> str:
     lines.append(f"{s['name']}: {human(s['params'])} params ({s['params']:,}), "
                  f"{human(s['macs'])} mult-adds, {human(s['memory_access'])} memory access"
                  + (f", {s['stats']:,} BatchNorm statistics (not learnable)" if s["stats"] else ""))
+    lines += [f"note: {n}" for n in s.get("notes", ())]
     return "\n".join(lines)

@@ -40,3 +40,23 @@ def test_table_mentions_totals():
     assert last.startswith("small: 650 params (650), 27.808K mult-adds"), last
     assert "33 BatchNorm statistics" in last
     assert stats.human(1_234_567) == "1.235M"
+
+
+def test_a_net_that_fixes_its_batch_is_counted_at_that_batch(tmp_path):
+    """A Reshape that spells out the batch (LRCN's 16 x 10 clips, DCGAN's 64) has no batch-1
+    form: stats count it at the net's own input shapes and say so. Hand count: conv 3->4, 3x3,
+    on 6x6 -> 4x4: 4*4*4*27 = 1728 mult-adds per element; weights 4*27 + 4 = 112."""
+    from protogen.caffe.loader import load_prototxt
+    from protogen.stats import compute, format_table
+    p = tmp_path / "fixed.prototxt"
+    p.write_text('input: "data" input_shape { dim: 2 dim: 3 dim: 6 dim: 6 }\n'
+                 'layer { name: "conv" type: "Convolution" bottom: "data" top: "conv"\n'
+                 '  convolution_param { num_output: 4 kernel_size: 3 } }\n'
+                 'layer { name: "r" type: "Reshape" bottom: "conv" top: "r"\n'
+                 '  reshape_param { shape { dim: 2 dim: 64 } } }\n')
+    s = compute(load_prototxt(p))
+    assert s["inputs"] == {"data": [2, 3, 6, 6]}
+    assert s["macs"] == 1728 and s["params"] == 112
+    # memory access at batch 2: conv reads 2*108 + writes 2*64 + 112 weights; Reshape is a view
+    assert s["memory_access"] == 2 * 108 + 2 * 64 + 112
+    assert "no batch-1 form" in format_table(s) and "data 2" in format_table(s)
