@@ -92,6 +92,14 @@ def _batchnorm_batch_stats(p, ins) -> bool:
     return getattr(p, "use_global_stats", None) is False
 
 
+def _axpy(p, ins) -> bool:
+    # the SENet fork's Axpy (hujie-frank/SENet src/caffe/layers/axpy_layer.cpp) computes
+    # top = bottom[0] * bottom[1] + bottom[2] (a * X + Y); OpenCV's Caffe importer builds
+    # Scale(bottom[2], bottom[0]) + bottom[1], i.e. a * Y + X. Reproduction:
+    # tests/verify/test_opencv_axpy.py
+    return True
+
+
 KNOWN_DEFECTS = (
     KnownDefect("lrn-ignores-k", "LRN",
                 "OpenCV's LRN ignores Caffe's 'k' (it always uses k = 1)",
@@ -126,6 +134,10 @@ KNOWN_DEFECTS = (
                 "torch and ONNX Runtime follow Caffe's batch_norm_layer.cpp; OpenCV's error grows "
                 "with the map size and |mean|/std of the BatchNorm's input",
                 _batchnorm_batch_stats),
+    KnownDefect("axpy-swaps-x-y", "Axpy",
+                "OpenCV computes Axpy as a * bottom[2] + bottom[1] (the SENet fork: a * bottom[1] "
+                "+ bottom[2])", "torch and ONNX Runtime follow axpy_layer.cpp; OpenCV agrees only "
+                "where bottom[1] equals bottom[2]", _axpy),
 )
 
 
