@@ -143,65 +143,137 @@ def _round_half_away(v):
     return torch.sign(v) * (f + (a - f >= 0.5).to(v.dtype))
 
 
+def _roi_batch(r, n: int):
+    """Batch index of each ROI row of ``r`` (C's int cast: truncation toward zero); Caffe
+    CHECKs 0 <= index < N, so one outside the batch is a ValueError naming the first such ROI."""
+    bf = torch.trunc(r[:, 0])
+    bad = ~((bf >= 0) & (bf < n))
+    if bool(bad.any()):
+        k = int(torch.nonzero(bad)[0, 0])
+        v = float(r[k, 0])
+        b = int(v) if abs(v) < float("inf") else v
+        raise ValueError(f"ROI {k}: batch index {b} is outside the batch of {n}")
+    return bf.long()
+
+
+def _finite_rois(v, what: str, lim: float = float("inf")):
+    """ValueError naming the first ROI whose coordinates ``v`` [R, k] are not finite or not
+    below ``lim`` in magnitude (where Caffe's int cast is undefined)."""
+    bad = ~(torch.abs(v) < lim).all(1)
+    if bool(bad.any()):
+        k = int(torch.nonzero(bad)[0, 0])
+        raise ValueError(f"ROI {k}: {what} {v[k].tolist()} out of range (not finite or beyond C int)")
+
+
+def _rows_at(t, idx):
+    """Rows of ``t`` viewed as [-1, last dim] at the integer tensor ``idx``: [*idx.shape, last]."""
+    return t.reshape(-1, t.shape[-1])[idx.reshape(-1)].reshape(*idx.shape, t.shape[-1])
+
+
+def _window_max(x, b, hs, he, ws, we):
+    """Max of x[b, :, hs:he, ws:we] for integer tensors b, hs, he, ws, we of one shape S with
+    non-empty windows (he > hs, we > ws) -> [*S, C], from a 2-D sparse table: level (a, c) holds
+    the maxima of the 2^a x 2^c blocks starting at each position, a window is the max of four
+    (overlapping) such blocks. Exact: max is order-free (NaN propagates as amax does)."""
+    n, ch, h, w = x.shape
+    hh, ww = he - hs, we - ws
+    la, lc = int(hh.max()).bit_length() - 1, int(ww.max()).bit_length() - 1
+    levels, cols = [], x.permute(0, 2, 3, 1).contiguous()             # N, H, W, C
+    for c in range(lc + 1):
+        if c:
+            s = 1 << (c - 1)
+            cols = torch.cat([torch.maximum(cols[:, :, :w - s], cols[:, :, s:]), cols[:, :, w - s:]], 2)
+        rows = cols
+        for a in range(la + 1):
+            if a:
+                s = 1 << (a - 1)
+                rows = torch.cat([torch.maximum(rows[:, :h - s], rows[:, s:]), rows[:, h - s:]], 1)
+            levels.append(rows)
+    table = torch.stack(levels)                                        # (c, a), N, H, W, C
+    a = sum((hh >= (1 << k)).long() for k in range(1, la + 1)) if la else torch.zeros_like(hh)
+    c = sum((ww >= (1 << k)).long() for k in range(1, lc + 1)) if lc else torch.zeros_like(ww)
+    base = (c * (la + 1) + a) * n + b
+    y2, x2 = he - (1 << a), we - (1 << c)
+    out = torch.maximum(_rows_at(table, (base * h + hs) * w + ws), _rows_at(table, (base * h + hs) * w + x2))
+    return torch.maximum(out, torch.maximum(_rows_at(table, (base * h + y2) * w + ws),
+                                            _rows_at(table, (base * h + y2) * w + x2)))
+
+
 def roi_pool(x, rois, pooled_h: int, pooled_w: int, spatial_scale: float):
     """caffe-fast-rcnn src/caffe/layers/roi_pooling_layer.cpp: per ROI (batch, x1, y1, x2, y2)
     start/end = round(coord * spatial_scale) (C round, float32), roi size max(end - start + 1,
     1), bin size = size / pooled (float32), bin rows [floor(ph * bin) + start, ceil((ph + 1) *
-    bin) + start) clipped to [0, H]; max over the bin, 0 for an empty bin."""
+    bin) + start) clipped to [0, H]; max over the bin, 0 for an empty bin. All ROIs and bins at
+    once; a rounded corner outside C's int range (or not finite) is a ValueError."""
     n, c, h, w = x.shape
     r = rois.float().reshape(-1, 5)
+    b = _roi_batch(r, n)
     scale = torch.tensor(spatial_scale, dtype=torch.float32)
-    out = x.new_zeros((r.shape[0], c, pooled_h, pooled_w))
-    for k in range(r.shape[0]):
-        b = int(r[k, 0])
-        if not 0 <= b < n:
-            raise ValueError(f"ROI {k}: batch index {b} is outside the batch of {n}")
-        x1, y1, x2, y2 = [int(_round_half_away(r[k, i] * scale)) for i in (1, 2, 3, 4)]
-        rh = torch.tensor(float(max(y2 - y1 + 1, 1)), dtype=torch.float32)
-        rw = torch.tensor(float(max(x2 - x1 + 1, 1)), dtype=torch.float32)
-        bin_h, bin_w = rh / pooled_h, rw / pooled_w
-        for ph in range(pooled_h):
-            hs = min(max(int(torch.floor(ph * bin_h)) + y1, 0), h)
-            he = min(max(int(torch.ceil((ph + 1) * bin_h)) + y1, 0), h)
-            for pw in range(pooled_w):
-                ws = min(max(int(torch.floor(pw * bin_w)) + x1, 0), w)
-                we = min(max(int(torch.ceil((pw + 1) * bin_w)) + x1, 0), w)
-                if he > hs and we > ws:
-                    out[k, :, ph, pw] = x[b, :, hs:he, ws:we].amax(dim=(1, 2))
-    return out
+    q = _round_half_away(r[:, 1:5] * scale)
+    _finite_rois(q, "rounded corners", 2.0 ** 31)
+    q = q.long()
+    x1, y1, x2, y2 = q[:, 0:1], q[:, 1:2], q[:, 2:3], q[:, 3:4]
+    bin_h = torch.clamp(y2 - y1 + 1, min=1).float() / pooled_h                   # R, 1
+    bin_w = torch.clamp(x2 - x1 + 1, min=1).float() / pooled_w
+    ph = torch.arange(pooled_h + 1, dtype=torch.float32)
+    pw = torch.arange(pooled_w + 1, dtype=torch.float32)
+    hs = torch.clamp(torch.floor(ph[:-1] * bin_h).long() + y1, 0, h)[:, :, None]  # R, P, 1
+    he = torch.clamp(torch.ceil(ph[1:] * bin_h).long() + y1, 0, h)[:, :, None]
+    ws = torch.clamp(torch.floor(pw[:-1] * bin_w).long() + x1, 0, w)[:, None, :]  # R, 1, Q
+    we = torch.clamp(torch.ceil(pw[1:] * bin_w).long() + x1, 0, w)[:, None, :]
+    full = (he > hs) & (we > ws)                                                   # R, P, Q
+    if r.shape[0] == 0 or not bool(full.any()):
+        return x.new_zeros((r.shape[0], c, pooled_h, pooled_w))
+    shape = full.shape
+    hs2, ws2 = hs.expand(shape), ws.expand(shape)
+    he2 = torch.where(full, he.expand(shape), hs2 + 1)
+    we2 = torch.where(full, we.expand(shape), ws2 + 1)
+    hs2, ws2 = torch.clamp(hs2, max=h - 1), torch.clamp(ws2, max=w - 1)
+    he2, we2 = torch.clamp(he2, max=h), torch.clamp(we2, max=w)
+    m = _window_max(x, b[:, None, None].expand(shape), hs2, he2, ws2, we2)         # R, P, Q, C
+    m = torch.where(full[..., None], m, torch.zeros_like(m))
+    return m.permute(0, 3, 1, 2).contiguous()
 
 
 def psroi_pool(x, rois, output_dim: int, group_size: int, spatial_scale: float):
     """R-FCN src/caffe/layers/psroi_pooling_layer.cu (PSROIPoolingForward): start =
     round(x1) * scale, end = (round(x2) + 1) * scale (C round, float32), roi size max(end -
     start, 0.1), bin [floor(p * bin + start), ceil((p + 1) * bin + start)) clipped to [0, H];
-    output channel d of bin (i, j) averages input channel (d * G + i) * G + j; 0 when empty."""
+    output channel d of bin (i, j) averages input channel (d * G + i) * G + j; 0 when empty.
+    All ROIs and bins at once; the bin sum runs in the kernel's order (rows, then columns,
+    in the input's dtype). A corner that is not finite is a ValueError."""
     n, c, h, w = x.shape
     g = int(group_size)
     r = rois.float().reshape(-1, 5)
+    b = _roi_batch(r, n)
+    _finite_rois(r[:, 1:5], "corners")
     scale = torch.tensor(spatial_scale, dtype=torch.float32)
-    out = x.new_zeros((r.shape[0], output_dim, g, g))
-    chans = torch.arange(output_dim) * g * g
-    for k in range(r.shape[0]):
-        b = int(r[k, 0])
-        if not 0 <= b < n:
-            raise ValueError(f"ROI {k}: batch index {b} is outside the batch of {n}")
-        x1 = _round_half_away(r[k, 1]) * scale
-        y1 = _round_half_away(r[k, 2]) * scale
-        x2 = (_round_half_away(r[k, 3]) + 1) * scale
-        y2 = (_round_half_away(r[k, 4]) + 1) * scale
-        bin_h = torch.clamp(y2 - y1, min=0.1) / g
-        bin_w = torch.clamp(x2 - x1, min=0.1) / g
-        for i in range(g):
-            hs = min(max(int(torch.floor(i * bin_h + y1)), 0), h)
-            he = min(max(int(torch.ceil((i + 1) * bin_h + y1)), 0), h)
-            for j in range(g):
-                ws = min(max(int(torch.floor(j * bin_w + x1)), 0), w)
-                we = min(max(int(torch.ceil((j + 1) * bin_w + x1)), 0), w)
-                if he > hs and we > ws:
-                    win = x[b, chans + i * g + j, hs:he, ws:we]
-                    out[k, :, i, j] = win.sum(dim=(1, 2)) / ((he - hs) * (we - ws))
-    return out
+    q = _round_half_away(r[:, 1:5])
+    x1, y1 = q[:, 0:1] * scale, q[:, 1:2] * scale
+    x2, y2 = (q[:, 2:3] + 1) * scale, (q[:, 3:4] + 1) * scale
+    bin_h = torch.clamp(y2 - y1, min=0.1) / g                                       # R, 1
+    bin_w = torch.clamp(x2 - x1, min=0.1) / g
+    p = torch.arange(g + 1, dtype=torch.float32)
+    hs = torch.clamp(torch.floor(p[:-1] * bin_h + y1), 0, h).long()[:, :, None]    # R, G, 1
+    he = torch.clamp(torch.ceil(p[1:] * bin_h + y1), 0, h).long()[:, :, None]
+    ws = torch.clamp(torch.floor(p[:-1] * bin_w + x1), 0, w).long()[:, None, :]    # R, 1, G
+    we = torch.clamp(torch.ceil(p[1:] * bin_w + x1), 0, w).long()[:, None, :]
+    hh, ww = torch.clamp(he - hs, min=0), torch.clamp(we - ws, min=0)
+    full = (hh > 0) & (ww > 0)                                                       # R, G, G
+    # input as [N, G, G, H, W, D]: row ((b * G + i) * G + j) * H * W + y * W + x holds the D
+    # channels (d * G + i) * G + j of bin (i, j)
+    xg = x[:, :output_dim * g * g].reshape(n, output_dim, g, g, h, w).permute(0, 2, 3, 4, 5, 1).contiguous()
+    cell = (b[:, None, None] * g + torch.arange(g)[:, None]) * g + torch.arange(g)  # R, G, G
+    acc = x.new_zeros((r.shape[0], g, g, output_dim))
+    for dy in range(int(hh.max()) if r.shape[0] else 0):
+        yy = torch.clamp(hs + dy, max=h - 1)
+        for dx in range(int(ww.max())):
+            use = (dy < hh) & (dx < ww)
+            v = _rows_at(xg, (cell * h + yy) * w + torch.clamp(ws + dx, max=w - 1))
+            acc = acc + torch.where(use[..., None], v, torch.zeros_like(v))
+    area = (hh * ww).to(x.dtype)[..., None]
+    out = torch.where(full[..., None], acc / torch.clamp(area, min=1), torch.zeros_like(acc))
+    return out.permute(0, 3, 1, 2).contiguous()
 
 
 def roi_align_grid(x, rois, pooled_h: int, pooled_w: int, spatial_scale: float, pad_ratio: float):
@@ -209,41 +281,47 @@ def roi_align_grid(x, rois, pooled_h: int, pooled_w: int, spatial_scale: float, 
     samples at the (pooled_h + 1) x (pooled_w + 1) grid points of each ROI (not bin averages):
     corners (x1 - pad) * scale - 0.5 .. (x2 + pad) * scale - 0.5 with pad = (x2 - x1 + 1) *
     pad_ratio, float32; a malformed ROI (size <= 0) or a point outside [-0.5, size - 0.5]
-    gives 0; floor/ceil neighbours and the point clipped to the map."""
+    gives 0; floor/ceil neighbours and the point clipped to the map. All ROIs and points at
+    once, the same float32 operations per point as the C++ loop (so a point at exactly
+    size - 0.5 is sampled or not as in Caffe); a sampled point at NaN is a ValueError."""
     n, c, h, w = x.shape
     r = rois.float().reshape(-1, 5)
+    b = _roi_batch(r, n)
     scale = torch.tensor(spatial_scale, dtype=torch.float32)
     ratio = torch.tensor(pad_ratio, dtype=torch.float32)
-    out = x.new_zeros((r.shape[0], c, pooled_h + 1, pooled_w + 1))
-    for k in range(r.shape[0]):
-        b = int(r[k, 0])
-        if not 0 <= b < n:
-            raise ValueError(f"ROI {k}: batch index {b} is outside the batch of {n}")
-        pw_ = (r[k, 3] - r[k, 1] + 1) * ratio
-        ph_ = (r[k, 4] - r[k, 2] + 1) * ratio
-        x1, y1 = (r[k, 1] - pw_) * scale - 0.5, (r[k, 2] - ph_) * scale - 0.5
-        x2, y2 = (r[k, 3] + pw_) * scale - 0.5, (r[k, 4] + ph_) * scale - 0.5
-        rh, rw = y2 - y1, x2 - x1
-        if rh <= 0 or rw <= 0:
-            continue
-        bh, bw = rh / pooled_h, rw / pooled_w
-        for i in range(pooled_h + 1):
-            hf = y1 + i * bh
-            for j in range(pooled_w + 1):
-                wf = x1 + j * bw
-                if hf < -0.5 or hf > h - 0.5 or wf < -0.5 or wf > w - 0.5:
-                    continue
-                h0, w0 = int(torch.floor(hf)), int(torch.floor(wf))
-                h1, w1 = min(max(h0 + 1, 0), h - 1), min(max(w0 + 1, 0), w - 1)
-                h0, w0 = min(max(h0, 0), h - 1), min(max(w0, 0), w - 1)
-                hc = torch.clamp(hf, 0, h - 1)
-                wc = torch.clamp(wf, 0, w - 1)
-                lh, lw = hc - h0, wc - w0
-                hh, hw = 1 - lh, 1 - lw
-                v = x[b]
-                out[k, :, i, j] = (hw * hh) * v[:, h0, w0] + (lw * hh) * v[:, h0, w1] + \
-                    (hw * lh) * v[:, h1, w0] + (lw * lh) * v[:, h1, w1]
-    return out
+
+    def axis(lo, hi, pooled: int):
+        pad = (hi - lo + 1) * ratio
+        start = (lo - pad) * scale - 0.5
+        length = ((hi + pad) * scale - 0.5) - start
+        return start[:, None] + torch.arange(pooled + 1, dtype=torch.float32) * (length / pooled)[:, None], length
+    hf, rh = axis(r[:, 2], r[:, 4], pooled_h)                          # R, P + 1
+    wf, rw = axis(r[:, 1], r[:, 3], pooled_w)                          # R, Q + 1
+    hf, wf = hf[:, :, None], wf[:, None, :]
+    out_h, out_w = (hf < -0.5) | (hf > h - 0.5), (wf < -0.5) | (wf > w - 0.5)
+    use = ~(out_h | out_w) & ~((rh <= 0) | (rw <= 0))[:, None, None]   # R, P + 1, Q + 1
+    nan = use & (torch.isnan(hf) | torch.isnan(wf))
+    if bool(nan.any()):
+        k = int(torch.nonzero(nan)[0, 0])
+        raise ValueError(f"ROI {k}: sample point at NaN (ROI {r[k].tolist()})")
+    hf = torch.where(use.any(2, keepdim=True), hf, torch.zeros_like(hf))
+    wf = torch.where(use.any(1, keepdim=True), wf, torch.zeros_like(wf))
+
+    def neighbours(f, size: int):
+        f0 = torch.floor(f)
+        lo = torch.clamp(f0, 0, size - 1)
+        frac = torch.clamp(f, 0, size - 1) - lo
+        return lo.long(), torch.clamp(f0 + 1, 0, size - 1).long(), frac, 1 - frac
+    h0, h1, lh, hh = neighbours(hf, h)                                  # R, P + 1, 1
+    w0, w1, lw, hw = neighbours(wf, w)                                  # R, 1, Q + 1
+    rows = x.permute(0, 2, 3, 1).contiguous()                          # N, H, W, C
+    base = b[:, None, None] * h
+
+    def tap(wt, yy, xx):
+        return (wt.to(x.dtype))[..., None] * _rows_at(rows, ((base + yy) * w + xx).expand(use.shape))
+    v = tap(hw * hh, h0, w0) + tap(lw * hh, h0, w1) + tap(hw * lh, h1, w0) + tap(lw * lh, h1, w1)
+    v = torch.where(use[..., None], v, torch.zeros_like(v))
+    return v.permute(0, 3, 1, 2).contiguous()
 
 
 def rpn_boxes(scores, deltas, anchors, feat_stride: int, im_h, im_w):
@@ -351,8 +429,10 @@ _DEPS = {
     "yolo_rows": ("yolo_nms",),
     "yolo2_detect": ("yolo_rows",),
     "yolo3_detect": ("yolo_rows",),
-    "roi_pool": ("_round_half_away",),
-    "psroi_pool": ("_round_half_away",),
+    "_window_max": ("_rows_at",),
+    "roi_pool": ("_round_half_away", "_roi_batch", "_finite_rois", "_window_max"),
+    "psroi_pool": ("_round_half_away", "_roi_batch", "_finite_rois", "_rows_at"),
+    "roi_align_grid": ("_roi_batch", "_rows_at"),
     "proposal_py": ("rpn_boxes", "rpn_nms"),
     "proposal_cpp": ("rpn_boxes", "rpn_nms"),
 }
