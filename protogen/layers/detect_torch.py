@@ -166,37 +166,38 @@ def _finite_rois(v, what: str, lim: float = float("inf")):
 
 
 def _rows_at(t, idx):
-    """Rows of ``t`` viewed as [-1, last dim] at the integer tensor ``idx``: [*idx.shape, last]."""
-    return t.reshape(-1, t.shape[-1])[idx.reshape(-1)].reshape(*idx.shape, t.shape[-1])
+    """Rows of ``t`` (contiguous) viewed as [-1, last dim] at the integer tensor ``idx``:
+    [*idx.shape, last], a new tensor."""
+    return t.reshape(-1, t.shape[-1]).index_select(0, idx.reshape(-1)).view(*idx.shape, t.shape[-1])
 
 
 def _window_max(x, b, hs, he, ws, we):
     """Max of x[b, :, hs:he, ws:we] for integer tensors b, hs, he, ws, we of one shape S with
-    non-empty windows (he > hs, we > ws) -> [*S, C], from a 2-D sparse table: level (a, c) holds
+    non-empty windows (he > hs, we > ws) -> [*S, C], from a 2-D sparse table: level (c, a) holds
     the maxima of the 2^a x 2^c blocks starting at each position, a window is the max of four
     (overlapping) such blocks. Exact: max is order-free (NaN propagates as amax does)."""
     n, ch, h, w = x.shape
     hh, ww = he - hs, we - ws
     la, lc = int(hh.max()).bit_length() - 1, int(ww.max()).bit_length() - 1
-    levels, cols = [], x.permute(0, 2, 3, 1).contiguous()             # N, H, W, C
+    table = x.new_empty(((lc + 1) * (la + 1), n, h, w, ch))
+    table[0] = x.permute(0, 2, 3, 1)
     for c in range(lc + 1):
-        if c:
-            s = 1 << (c - 1)
-            cols = torch.cat([torch.maximum(cols[:, :, :w - s], cols[:, :, s:]), cols[:, :, w - s:]], 2)
-        rows = cols
-        for a in range(la + 1):
-            if a:
-                s = 1 << (a - 1)
-                rows = torch.cat([torch.maximum(rows[:, :h - s], rows[:, s:]), rows[:, h - s:]], 1)
-            levels.append(rows)
-    table = torch.stack(levels)                                        # (c, a), N, H, W, C
+        if c:           # blocks twice as wide: max of two half-width blocks
+            s, src, dst = 1 << (c - 1), table[(c - 1) * (la + 1)], table[c * (la + 1)]
+            dst[:, :, :w - s] = torch.maximum(src[:, :, :w - s], src[:, :, s:])
+            dst[:, :, w - s:] = src[:, :, w - s:]
+        for a in range(1, la + 1):
+            s, src, dst = 1 << (a - 1), table[c * (la + 1) + a - 1], table[c * (la + 1) + a]
+            dst[:, :h - s] = torch.maximum(src[:, :h - s], src[:, s:])
+            dst[:, h - s:] = src[:, h - s:]
     a = sum((hh >= (1 << k)).long() for k in range(1, la + 1)) if la else torch.zeros_like(hh)
     c = sum((ww >= (1 << k)).long() for k in range(1, lc + 1)) if lc else torch.zeros_like(ww)
     base = (c * (la + 1) + a) * n + b
     y2, x2 = he - (1 << a), we - (1 << c)
-    out = torch.maximum(_rows_at(table, (base * h + hs) * w + ws), _rows_at(table, (base * h + hs) * w + x2))
-    return torch.maximum(out, torch.maximum(_rows_at(table, (base * h + y2) * w + ws),
-                                            _rows_at(table, (base * h + y2) * w + x2)))
+    out = _rows_at(table, (base * h + hs) * w + ws)
+    torch.maximum(out, _rows_at(table, (base * h + hs) * w + x2), out=out)
+    torch.maximum(out, _rows_at(table, (base * h + y2) * w + ws), out=out)
+    return torch.maximum(out, _rows_at(table, (base * h + y2) * w + x2), out=out)
 
 
 def roi_pool(x, rois, pooled_h: int, pooled_w: int, spatial_scale: float):
@@ -231,8 +232,7 @@ def roi_pool(x, rois, pooled_h: int, pooled_w: int, spatial_scale: float):
     hs2, ws2 = torch.clamp(hs2, max=h - 1), torch.clamp(ws2, max=w - 1)
     he2, we2 = torch.clamp(he2, max=h), torch.clamp(we2, max=w)
     m = _window_max(x, b[:, None, None].expand(shape), hs2, he2, ws2, we2)         # R, P, Q, C
-    m = torch.where(full[..., None], m, torch.zeros_like(m))
-    return m.permute(0, 3, 1, 2).contiguous()
+    return m.masked_fill_(~full[..., None], 0).permute(0, 3, 1, 2).contiguous()
 
 
 def psroi_pool(x, rois, output_dim: int, group_size: int, spatial_scale: float):
@@ -317,11 +317,13 @@ def roi_align_grid(x, rois, pooled_h: int, pooled_w: int, spatial_scale: float, 
     rows = x.permute(0, 2, 3, 1).contiguous()                          # N, H, W, C
     base = b[:, None, None] * h
 
-    def tap(wt, yy, xx):
-        return (wt.to(x.dtype))[..., None] * _rows_at(rows, ((base + yy) * w + xx).expand(use.shape))
-    v = tap(hw * hh, h0, w0) + tap(lw * hh, h0, w1) + tap(hw * lh, h1, w0) + tap(lw * lh, h1, w1)
-    v = torch.where(use[..., None], v, torch.zeros_like(v))
-    return v.permute(0, 3, 1, 2).contiguous()
+    def tap(wt, yy, xx):   # weight (float32 product, as in the C++) times the neighbour
+        return _rows_at(rows, ((base + yy) * w + xx).expand(use.shape)).mul_(wt.to(x.dtype)[..., None])
+    v = tap(hw * hh, h0, w0)                                           # R, P + 1, Q + 1, C
+    v += tap(lw * hh, h0, w1)
+    v += tap(hw * lh, h1, w0)
+    v += tap(lw * lh, h1, w1)
+    return v.masked_fill_(~use[..., None], 0).permute(0, 3, 1, 2).contiguous()
 
 
 def rpn_boxes(scores, deltas, anchors, feat_stride: int, im_h, im_w):
