@@ -245,7 +245,8 @@ def _opencv_caffe_forward(cv2, np_, proto, model, feeds, wanted, fusion: bool, r
     for name, v in by_input_name(feeds, input_names).items():
         net.setInput(v, name)
     layer_names = sorted({ssa[v][0] for v in want})
-    outs = net.forwardAndRetrieve(layer_names)
+    cv_name = _opencv_layer_names(net, np_)
+    outs = net.forwardAndRetrieve([cv_name.get(n, n) for n in layer_names])
     by_layer = dict(zip(layer_names, outs))
     res = {}
     for v in want:
@@ -254,6 +255,27 @@ def _opencv_caffe_forward(cv2, np_, proto, model, feeds, wanted, fusion: bool, r
         if idx < len(mats):
             res[v] = np.asarray(mats[idx])
     return res
+
+
+def _opencv_layer_names(net, np_) -> dict[str, str]:
+    """Caffe layer name -> the name OpenCV's net gives it. OpenCV 4.14's Caffe importer names
+    a layer that is not in place after its first top (measured: a Convolution "c" with top
+    "mid" is the layer "mid"; the OpenPose hand net's "Mconv7_stage6" is "net_output"), keeps
+    the name of an in-place one; where the name is taken, the layer keeps its own."""
+    have = set(net.getLayerNames())
+    tops = {}
+    for lp in np_.layer:
+        for t in lp.top[:1]:
+            if t not in lp.bottom:
+                tops.setdefault(t, []).append(lp.name)
+    out = {}
+    for lp in np_.layer:
+        if lp.name in have or not lp.top:
+            continue
+        t = lp.top[0]
+        if t in have and t not in lp.bottom and len(tops[t]) == 1:
+            out[lp.name] = t
+    return out
 
 
 def run_opencv_onnx(model, feeds, tmp: Path):
