@@ -5,6 +5,10 @@ only for the last classifier), biases are small; BatchNorm statistics are drawn 
 He-initialised convolutions produce (mean ~ N(0, 0.5^2), variance ~ U(1, 2)), with the scale
 factor blob 1; Scale gammas ~ U(0.8, 1.2). Each layer draws from its own generator seeded
 by (seed, layer name), so the same layer gets the same weights in every net and format.
+BatchNorm-like layers are then calibrated on a seeded batch (:func:`calibrate_batchnorm`), and
+so are the layers that stand for a BatchNorm folded away at deployment: a Scale with bias not
+fed by a BatchNorm, and, in nets with residual sums, a Convolution with bias read by a
+rectifier or a residual sum (:mod:`protogen.calibrate_affine`).
 """
 from __future__ import annotations
 
@@ -37,8 +41,13 @@ def init_weights(graph: Graph, seed: int = 0, net: str = DEPLOY) -> Graph:
 
 
 def needs_calibration(graph: Graph) -> bool:
-    """Whether some layer's seeded weights are set by :func:`calibrate_batchnorm`."""
-    return any(l.kind.calibrates for l in graph.layers)
+    """Whether some layer's seeded weights are set by :func:`calibrate_batchnorm`: a
+    BatchNorm-like layer, or a folded BatchNorm (:mod:`protogen.calibrate_affine`)."""
+    if any(l.kind.calibrates for l in graph.layers):
+        return True
+    from .calibrate_affine import affine_plan
+    from .ir import TEST
+    return bool(affine_plan(graph.select(net=DEPLOY, phase=TEST).resolve()))
 
 
 def seeded_weights(graph: Graph, seed: int = 0, net: str = DEPLOY, batch: int = 2) -> Graph:
@@ -87,6 +96,10 @@ def calibrate_batchnorm(graph: Graph, seed: int = 0, batch: int = 2) -> Graph:
     output), and float32 rounding with it; now at most ~6x (1.5x at the output). The
     calibration input (``seed + 1000``) differs from the verification input. Needs torch;
     ``protogen emit`` of a prototxt does not call it.
+
+    Nets whose BatchNorms were folded away at deployment (into a ``Scale`` with bias, or into
+    a convolution's weights and bias: ResNet and ENet deploy files) calibrate those layers in
+    the same pass to the same targets (:mod:`protogen.calibrate_affine`).
     """
     import torch
 
@@ -111,9 +124,12 @@ def calibrate_batchnorm(graph: Graph, seed: int = 0, batch: int = 2) -> Graph:
             v = nxt[0].outputs[0]
         return False
 
+    from .calibrate_affine import affine_blobs, affine_plan
+    folded = affine_plan(res)       # Scale / Convolution standing for a folded BatchNorm
+
     def hook(st, xs):
         l = st.layer
-        if not l.kind.calibrates:
+        if not l.kind.calibrates and st.index not in folded:
             return None
         if ends_residual_branch(st):
             # residual branches start small (cf. zero-gamma init, Goyal et al. 2017):
@@ -122,7 +138,10 @@ def calibrate_batchnorm(graph: Graph, seed: int = 0, batch: int = 2) -> Graph:
         else:
             # output mean +1 std: mostly-active ReLUs keep the net well-conditioned
             mean, std = BN_OUTPUT_MEAN, 1.0
-        l.blobs = l.kind.calibrated_blobs(l.params, xs[0], mean, std, VAR_FLOOR)
+        if st.index in folded:
+            l.blobs = affine_blobs(st, xs, mean, std, VAR_FLOOR)
+        else:
+            l.blobs = l.kind.calibrated_blobs(l.params, xs[0], mean, std, VAR_FLOOR)
         return l.blobs
 
     feeds = {v: torch.from_numpy(seeded_input(s, seed + 1000 + k))
