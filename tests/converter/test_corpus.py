@@ -3,13 +3,12 @@ says; the small real caffemodels convert with their real weights and agree acros
 
 The table may only move files from a refused state to CONVERT: a refused file that starts
 loading fails the test until the table is updated (so progress is recorded, never lost).
-Numerics use protogen.verify (PyTorch reference vs ONNX Runtime vs OpenCV) when those
-backends are importable; huge nets are checked for shapes only (named below, with the reason).
+The numerics of every converting row (PyTorch reference vs ONNX Runtime vs OpenCV on seeded
+weights) and of the small real caffemodels are in tests/converter/test_corpus_numerics.py.
 """
 from __future__ import annotations
 
 import csv
-import importlib.util
 from pathlib import Path
 
 import pytest
@@ -55,9 +54,10 @@ EXPECTED = {
     "antingshen_resnet-protofiles/ResNet_34_train_val.prototxt": CONVERT,
     "antingshen_resnet-protofiles/ResNet_50_deploy.prototxt": CONVERT,
     "antingshen_resnet-protofiles/ResNet_50_train_val.prototxt": CONVERT,
-    "bvlc_caffe/branch_intel/examples/LRCN_activity_recognition/deploy_lstm.prototxt": (REFUSE, "unknown layer type 'LSTM'"),
-    "bvlc_caffe/branch_intel/examples/LRCN_activity_recognition/train_test_lstm_RGB.prototxt": (REFUSE, "unknown layer type 'LSTM'"),
-    "bvlc_caffe/branch_intel/models/intel_optimized_models/VNet/test_noPooling_ResNet_cinque.prototxt": (REFUSE_OTHER, "Convolution needs 4-D input"),
+    "bvlc_caffe/branch_intel/examples/LRCN_activity_recognition/deploy_lstm.prototxt": CONVERT,
+    "bvlc_caffe/branch_intel/examples/LRCN_activity_recognition/train_test_lstm_RGB.prototxt": given(
+        stages=("test-on-test",), input_shape={"data": "48,3,227,227", "clip_markers": "48,1,1,1"}),
+    "bvlc_caffe/branch_intel/models/intel_optimized_models/VNet/test_noPooling_ResNet_cinque.prototxt": CONVERT,
     "bvlc_caffe/branch_intel/models/intel_optimized_models/benchmark/faster-rcnn/deploy.prototxt": CONVERT,
     "bvlc_caffe/branch_intel/models/intel_optimized_models/benchmark/googlenet_v2/deploy.prototxt": CONVERT,
     "bvlc_caffe/branch_intel/models/intel_optimized_models/benchmark/googlenet_v3/deploy.prototxt": CONVERT,
@@ -69,9 +69,9 @@ EXPECTED = {
     "bvlc_caffe/branch_intel/models/intel_optimized_models/benchmark/yolo/deploy.prototxt": CONVERT,
     "bvlc_caffe/branch_intel/models/intel_optimized_models/dcgan/discriminator.prototxt": CONVERT,
     "bvlc_caffe/branch_intel/models/intel_optimized_models/dcgan/generator.prototxt": CONVERT,
-    "bvlc_caffe/branch_intel/models/intel_optimized_models/int8/mobilenet_v1_int8_perf.prototxt": (REFUSE, "field 'quantization_param' is not used by Convolution"),
+    "bvlc_caffe/branch_intel/models/intel_optimized_models/int8/mobilenet_v1_int8_perf.prototxt": CONVERT,
     "bvlc_caffe/branch_intel/models/intel_optimized_models/multinode/googlenet_v3_aux_32nodes_2k_batch/train_val.prototxt": CONVERT,
-    "bvlc_caffe/branch_opencl/models/inference_optimize/AlexNet-merged-1.prototxt": (REFUSE, "unknown field 'convolution_param.fuse_type'"),
+    "bvlc_caffe/branch_opencl/models/inference_optimize/AlexNet-merged-1.prototxt": CONVERT,
     "bvlc_caffe/current/examples/cifar10/cifar10_full.prototxt": CONVERT,
     "bvlc_caffe/current/examples/cifar10/cifar10_full_sigmoid_train_test_bn.prototxt": "1,3,32,32",
     "bvlc_caffe/current/examples/cifar10/cifar10_full_train_test.prototxt": "1,3,32,32",
@@ -85,7 +85,7 @@ EXPECTED = {
     "bvlc_caffe/current/examples/mnist/mnist_autoencoder.prototxt": given(input_shape="1,1,28,28", stages=("test-on-test",)),
     "bvlc_caffe/current/examples/net_surgery/bvlc_caffenet_full_conv.prototxt": CONVERT,
     "bvlc_caffe/current/examples/net_surgery/conv.prototxt": CONVERT,
-    "bvlc_caffe/current/examples/pycaffe/linreg.prototxt": (REFUSE, "runs arbitrary Python code"),
+    "bvlc_caffe/current/examples/pycaffe/linreg.prototxt": CONVERT,   # its Python layer is a loss (loss_weight: 1): dropped
     "bvlc_caffe/current/examples/siamese/mnist_siamese.prototxt": CONVERT,
     "bvlc_caffe/current/examples/siamese/mnist_siamese_train_test.prototxt": given(input_shape="1,2,28,28"),
     "bvlc_caffe/current/models/bvlc_alexnet/deploy.prototxt": CONVERT,
@@ -150,9 +150,9 @@ EXPECTED = {
     "deepscale_squeezenet/SqueezeNet_v1.1/train_val.prototxt": CONVERT,
     "everpeace_caffe/examples/cifar10/cifar10_quick.prototxt": CONVERT,
     "everpeace_caffe/examples/mnist/lenet.prototxt": CONVERT,
-    "facebookarchive_c3d/c3d_sport1m_feature_extractor_frm.prototxt": (REFUSE, "unknown field 'convolution_param.kernel_depth'"),
-    "facebookarchive_c3d/c3d_ucf101_finetuning_test.prototxt": (REFUSE, "unknown field 'convolution_param.kernel_depth'"),
-    "facebookarchive_c3d/conv3d_ucf101_train.prototxt": (REFUSE, "unknown field 'convolution_param.kernel_depth'"),
+    "facebookarchive_c3d/c3d_sport1m_feature_extractor_frm.prototxt": CONVERT,
+    "facebookarchive_c3d/c3d_ucf101_finetuning_test.prototxt": CONVERT,
+    "facebookarchive_c3d/conv3d_ucf101_train.prototxt": CONVERT,
     "gillevi_agegender/age_net_definitions/deploy.prototxt": CONVERT,
     "gillevi_agegender/age_net_definitions/train_val_test_fold_is_0.prototxt": CONVERT,
     "gillevi_agegender/gender_net_definitions/deploy.prototxt": CONVERT,
@@ -171,22 +171,22 @@ EXPECTED = {
     "nvidia_digits/alexnet.prototxt": (REFUSE_OTHER, "inner_product_param needs num_output"),
     "nvidia_digits/lenet.prototxt": (REFUSE_OTHER, "inner_product_param needs num_output"),
     "rbgirshick_fast-rcnn/models/CaffeNet/test.prototxt": CONVERT,
-    "rbgirshick_fast-rcnn/models/VGG16/train.prototxt": refused(REFUSE_OTHER, "'roi_pool5' reads 'rois'", input_shape="1,3,224,224", phase="train"),
+    "rbgirshick_fast-rcnn/models/VGG16/train.prototxt": given(input_shape={"data": "1,3,224,224", "rois": "1,5"}, phase="train"),
     "rbgirshick_fast-rcnn/models/VGG_CNN_M_1024/compressed/test.prototxt": CONVERT,
     "rbgirshick_rcnn/finetuning/voc_2007_prototxt/pascal_finetune_train.prototxt": CONVERT,
     "rbgirshick_rcnn/model-defs/pascal_finetune_deploy.prototxt": CONVERT,
     "rbgirshick_rcnn/model-defs/rcnn_batch_256_output_fc7.prototxt": CONVERT,
     "rbgirshick_rcnn/model-defs/rcnn_batch_256_output_pool5.prototxt": CONVERT,
     "s9xie_hed/deploy.prototxt": CONVERT,
-    "s9xie_hed/train_val.prototxt": (REFUSE, "unknown layer type 'ImageLabelmapData'"),
-    "shelhamer_fcn/nyud-fcn32s-color-hha/trainval.prototxt": refused(REFUSE_OTHER, "'score_fused' reads", input_shape="1,3,425,560"),
+    "s9xie_hed/train_val.prototxt": "1,3,500,500",
+    "shelhamer_fcn/nyud-fcn32s-color-hha/trainval.prototxt": given(input_shape={"color": "1,3,425,560", "hha": "1,3,425,560"}),
     "shelhamer_fcn/voc-fcn-alexnet/val.prototxt": given(input_shape="1,3,500,500"),
     "shelhamer_fcn/voc-fcn8s/deploy.prototxt": CONVERT,
     "shelhamer_fcn/voc-fcn8s/train.prototxt": given(input_shape="1,3,500,500"),
     "timosaemann_enet/enet_deploy_final.prototxt": CONVERT,
     "timosaemann_enet/enet_train_encoder_decoder.prototxt": (REFUSE, "runs arbitrary Python code"),
     "wy1iu_sphereface/sphereface_deploy.prototxt": CONVERT,
-    "wy1iu_sphereface/sphereface_model.prototxt": (REFUSE, "unknown field 'margin_inner_product_param'"),
+    "wy1iu_sphereface/sphereface_model.prototxt": "1,3,112,96",
     "ydwen_caffe-face/face_deploy.prototxt": CONVERT,
     "ydwen_caffe-face/face_train_test.prototxt": given(input_shape="1,3,112,96"),
     "yonghenglh6_depthwiseconvolution/depthwised_mobilenet_deploy.prototxt": CONVERT,
@@ -197,11 +197,11 @@ EXPECTED = {
     "eric612_mobilenet-yolo/models/darknet_yolov3/yolov3-spp.prototxt": CONVERT,
     "eric612_mobilenet-yolo/models/tusimple/mobilenet_yolov3_lite_deploy.prototxt": CONVERT,
     "eric612_mobilenet-yolo/models/pelee/VOC0712/SSD_304x304/deploy.prototxt": CONVERT,
-    "zhaoweicai_cascade-rcnn/examples/voc/res50-9s-600-rfcn-cascade/deploy.prototxt": (REFUSE, "unknown layer type 'BoxGroupOutput'"),
-    "zhaoweicai_cascade-rcnn/examples/coco/res50-15s-800-fpn-cascade/deploy.prototxt": (REFUSE, "unknown layer type 'BoxGroupOutput'"),
+    "zhaoweicai_cascade-rcnn/examples/voc/res50-9s-600-rfcn-cascade/deploy.prototxt": CONVERT,
+    "zhaoweicai_cascade-rcnn/examples/coco/res50-15s-800-fpn-cascade/deploy.prototxt": CONVERT,
     "sanghoon_pva-faster-rcnn/models/pvanet_obsolete/comp/test.pt": CONVERT,
     "sanghoon_pva-faster-rcnn/models/pvanet/example_train/test.prototxt": CONVERT,
-    "mahyarnajibi_ssh/SSH/models/test_ssh.prototxt": (REFUSE, "runs arbitrary Python code"),
+    "mahyarnajibi_ssh/SSH/models/test_ssh.prototxt": CONVERT,
     "sfzhang15_sfd/models/VGGNet/WIDER_FACE/SFD/deploy.prototxt": CONVERT,
     "xzgz_caffe-ssd/models/VGGNet/VOC0712/SSD_300x300/deploy.prototxt": CONVERT,
     "mkchoi-0323_modified_refinedet/deploys/vgg16_320x320/deploy_1000.prototxt": CONVERT,
@@ -210,7 +210,7 @@ EXPECTED = {
     "isht7_pytorch-deeplab-resnet/data/test_513.prototxt": CONVERT,
     "hszhao_icnet/icnet_cityscapes.prototxt": CONVERT,
     "liuzhuang13_densenetcaffe/test_densenet.prototxt": given(input_shape="1,3,32,32"),
-    "tongcheng_dn_caffescript/train_test_BCBN_C10plus.prototxt": (REFUSE, "unknown field 'denseblock_param'"),
+    "tongcheng_dn_caffescript/train_test_BCBN_C10plus.prototxt": CONVERT,
     "shicai_senet-caffe/se_resnet_50_v1_deploy.prototxt": CONVERT,
     "farmingyard_caffe-mobilenet/mobilenet_1by2_deploy.prototxt": CONVERT,
     "aovoc_mobilenetv3-pytorch-caffe/mobilenetv3_small.prototxt": CONVERT,
@@ -218,23 +218,13 @@ EXPECTED = {
     "eric612_mobilenetv3-caffe/MobileNetV3.prototxt": CONVERT,
 }
 
-#: numerics on seeded weights only below this many weight values (bounded run time); set
-#: PROTOGEN_NUMERIC_MAX_WEIGHTS to check larger nets (e.g. 70000000: ~25 min more, and some of
-#: them fail today: see docs/converter.md)
+#: tests/verify/test_convert_verify_agree.py runs `convert --verify` and `verify` (two full
+#: verifications) on the nets up to this many weights; the corpus numerics themselves run on
+#: every converting net (tests/converter/test_corpus_numerics.py)
 NUMERIC_MAX_WEIGHTS = int(__import__("os").environ.get("PROTOGEN_NUMERIC_MAX_WEIGHTS", 2_000_000))
 
-#: the small real caffemodels: (prototxt, caffemodel)
-REAL_MODELS = [
-    ("kpzhang93_mtcnn/det1.prototxt", "kpzhang93_mtcnn/det1.caffemodel"),
-    ("kpzhang93_mtcnn/det2.prototxt", "kpzhang93_mtcnn/det2.caffemodel"),
-    ("kpzhang93_mtcnn/det3.prototxt", "kpzhang93_mtcnn/det3.caffemodel"),
-    ("kpzhang93_mtcnn/det4.prototxt", "kpzhang93_mtcnn/det4.caffemodel"),
-    ("everpeace_caffe/examples/mnist/lenet.prototxt", "everpeace_caffe/examples/mnist/lenet_iter_10000.caffemodel"),
-    ("everpeace_caffe/examples/cifar10/cifar10_quick.prototxt",
-     "everpeace_caffe/examples/cifar10/cifar10_quick_iter_4000.caffemodel"),
-    ("linzaer_ultra-light-face/RFB-320.prototxt", "linzaer_ultra-light-face/RFB-320.caffemodel"),
-    ("linzaer_ultra-light-face/slim-320.prototxt", "linzaer_ultra-light-face/slim-320.caffemodel"),
-]
+#: rows that test leaves out (ENet at its 512x1024 input: 73 s on the 2-core machine)
+SLOW_NUMERIC = {"timosaemann_enet/enet_deploy_final.prototxt"}
 
 
 def _manifest_prototxts() -> list[str]:
@@ -243,14 +233,6 @@ def _manifest_prototxts() -> list[str]:
     with open(CORPUS / "MANIFEST.tsv", newline="") as f:
         return [r["local_path"] for r in csv.DictReader(f, delimiter="\t")
                 if r["format"].startswith("prototxt")]
-
-
-def _backends() -> str | None:
-    """Why numerics cannot run here (None: they can)."""
-    for mod in ("protogen.verify", "protogen.torch_ref", "protogen.onnx_io", "torch", "onnxruntime"):
-        if importlib.util.find_spec(mod) is None:
-            return f"{mod} is not available"
-    return None
 
 
 def test_table_covers_the_manifest():
@@ -320,166 +302,3 @@ def test_corpus_figures():
     """At least the README's figures (165 prototxts, 143 convert); refusals only shrink."""
     n, ok, _ = corpus_figures()
     assert n == 165 and ok >= 143, (n, ok)
-
-
-def _verify(graph, **kw):
-    from protogen.verify import verify
-    rep = verify(graph, **kw)
-    assert rep.ok, rep.format_table()
-    return rep
-
-
-def _opencv_major() -> int | None:
-    try:
-        import cv2
-    except ImportError:
-        return None
-    return int(cv2.__version__.split(".")[0])
-
-
-def _opencv_has_caffe() -> bool:
-    try:
-        import cv2
-    except ImportError:
-        return False
-    return hasattr(cv2.dnn, "readNetFromCaffe")
-
-
-#: known disagreements of OpenCV 5, found by this test when OpenCV 5.0 was installed (ORT and
-#: the PyTorch reference agree to ~1e-6; OpenCV 5's ONNX importer differs at SqueezeNet v1.0's
-#: pool10, AVE 13x13 over 14x14 with Caffe ceil rounding). The project pins OpenCV 4.x, whose
-#: ONNX check is skipped (protogen.verify) and whose Caffe importer agrees on these nets, so
-#: the entries apply to OpenCV >= 5 only. strict: a fix makes the test fail until removed.
-KNOWN_NUMERIC_FAILURES_OPENCV5 = {
-    "deepscale_squeezenet/SqueezeNet_v1.0/deploy.prototxt": "opencv-onnx (OpenCV 5) differs at pool10 (rel 0.61)",
-    "deepscale_squeezenet/SqueezeNet_v1.0/train_val.prototxt": "opencv-onnx (OpenCV 5) differs at pool10 (rel 0.4)",
-}
-
-#: numerics rows measured over ~10 s on the 2-core machine (marked slow)
-SLOW_NUMERIC = {"timosaemann_enet/enet_deploy_final.prototxt"}   # 73 s (Upsample, 512x512)
-
-
-#: nets whose seeded-weight run is decided by near-ties of a discontinuous function, so float32
-#: runtimes may legitimately differ from the float64 reference (Caffe's own float32 forward
-#: would too): ENet's max-pooling masks (argmax over ~10^6 windows at 512x1024) feed Upsample;
-#: its deploy file has BatchNorm folded into 88 convolutions, so seeded activations cannot be
-#: normalised and one flipped argmax moves a value across the map. Not strict: some seeds pass.
-ARGMAX_SENSITIVE = {
-    "timosaemann_enet/enet_deploy_final.prototxt":
-        "max-pool mask argmax flips on float32 near-ties (pool*_mask -> Upsample); "
-        "BN folded into convs leaves seeded activations at ~1e5",
-}
-
-
-def _numeric_param(r):
-    marks = [pytest.mark.slow] if r in SLOW_NUMERIC else []
-    if r in ARGMAX_SENSITIVE:
-        marks.append(pytest.mark.xfail(reason=ARGMAX_SENSITIVE[r], strict=False))
-    if r in KNOWN_NUMERIC_FAILURES_OPENCV5:
-        marks.append(pytest.mark.xfail((_opencv_major() or 0) >= 5,
-                                       reason=KNOWN_NUMERIC_FAILURES_OPENCV5[r], strict=True))
-    return pytest.param(r, marks=marks)
-
-
-SMALL_NUMERIC = [_numeric_param(r) for r in sorted(r for r, w in EXPECTED.items() if not _refused(w))]
-
-#: why OpenCV's Caffe importer cannot run a net whose deploy view has an input that no layer
-#: reads (a ``label`` input left over when the loss layer is dropped): OpenCV 4's input layer
-#: (DataLayer::getMemoryShapes in modules/dnn/src/layer_internals.hpp) asserts
-#: ``inputs.size() == requiredOutputs``, i.e. that every net input is consumed. Valid Caffe, an
-#: OpenCV limitation; such nets are checked in OpenCV with the unread inputs removed.
-UNREAD_INPUT_REASON = ("OpenCV 4's Caffe importer requires every net input to be read "
-                       "(DataLayer::getMemoryShapes asserts inputs.size() == requiredOutputs)")
-
-
-def _unread_inputs(graph) -> list[str]:
-    """Input tops of the deploy/TEST view that no layer reads."""
-    from protogen.ir import DEPLOY, TEST
-    view = graph.select(net=DEPLOY, phase=TEST)
-    read = {b for l in view.layers for b in l.bottoms}
-    return [t for l in view.input_layers() for t in l.tops if t not in read]
-
-
-def _without_inputs(graph, drop: list[str]):
-    """The deploy/TEST view of ``graph`` with the Input tops ``drop`` removed (same layers and
-    weights otherwise)."""
-    from protogen.ir import DEPLOY, TEST, Graph
-    from protogen.layers.io import InputParams
-    view = graph.select(net=DEPLOY, phase=TEST)
-    layers = []
-    for l in view.layers:
-        if l.type == "Input" and set(l.tops) & set(drop):
-            shapes = l.kind.output_shapes(l.params, [], len(l.tops))
-            keep = [(t, s) for t, s in zip(l.tops, shapes) if t not in drop]
-            if not keep:
-                continue
-            l = l.copy(tops=[t for t, _ in keep], params=InputParams(shape=tuple(s for _, s in keep)))
-        layers.append(l)
-    return Graph(graph.name, layers)
-
-
-@pytest.mark.parametrize("rel", SMALL_NUMERIC)
-def test_corpus_numerics_seeded(rel):
-    why = _backends()
-    if why:
-        pytest.skip(f"numerics need the backends: {why}")
-    path = CORPUS / rel
-    if not path.exists():
-        pytest.skip("file missing from this corpus copy")
-    g = load_model(path, **_options(EXPECTED[rel]))
-    n = _n_weights(g)
-    if n > NUMERIC_MAX_WEIGHTS:
-        pytest.skip(f"{n} weights: shapes only (numerics bounded to {NUMERIC_MAX_WEIGHTS} for test time)")
-    unread = _unread_inputs(g)
-    if unread and _opencv_has_caffe():
-        # the net as loaded: the PyTorch reference and ONNX Runtime agree, and OpenCV refuses
-        # it for exactly the reason given (UNREAD_INPUT_REASON; should OpenCV lift the
-        # restriction, this fails and the workaround goes); then every layer of it is checked
-        # in OpenCV with the unread inputs removed
-        from protogen.verify import verify
-        rep = verify(g, seed=0, batch=1, model_name=rel)
-        assert any(c.runtime == "ort-cpu" and c.ok for c in rep.comparisons), rep.format_table()
-        assert rep.failures and all(f.startswith("opencv-caffe failed to run") and "requiredOutputs" in f
-                                    for f in rep.failures), f"expected only: {UNREAD_INPUT_REASON}\n{rep.format_table()}"
-        g = _without_inputs(g, unread)
-        assert not _unread_inputs(g) and g.outputs()
-    rep = _verify(g, seed=0, batch=1, model_name=rel)
-    _assert_opencv_caffe_ran(rep, rel)
-
-
-#: nets OpenCV's Caffe importer cannot run because it lacks a fork's layer type (OpenCV 4.x
-#: dnn/src/caffe: no SegNet "BN", no waifu2x "CropCenter"); ORT and the PyTorch reference are
-#: still compared. strict: should OpenCV run one, the test fails until the entry goes.
-OPENCV_LACKS = {
-    "timosaemann_enet/enet_deploy_final.prototxt": "BN",
-    "lltcggie_waifu2x-caffe/bin/models/upresnet10/noise0_scale2.0x_model.prototxt": "CropCenter",
-}
-
-
-def _assert_opencv_caffe_ran(rep, rel=None):
-    """Where OpenCV has its Caffe importer, the OpenCV check really ran and compared outputs
-    (or the net uses a fork layer type OpenCV lacks, as OPENCV_LACKS says)."""
-    if not _opencv_has_caffe():
-        return
-    r = next(r for r in rep.runtimes if r.name == "opencv-caffe")
-    if rel in OPENCV_LACKS:
-        assert r.status != "ran" and f"no Caffe layer type '{OPENCV_LACKS[rel]}'" in r.note, r.note
-        return
-    assert r.status == "ran", r.note
-    assert any(c.runtime == "opencv-caffe" for c in rep.comparisons)
-
-
-@pytest.mark.parametrize("proto, model", REAL_MODELS, ids=[m for _, m in REAL_MODELS])
-def test_real_caffemodel_converts_and_runtimes_agree(proto, model):
-    p, w = CORPUS / proto, CORPUS / model
-    if not (p.exists() and w.exists()):
-        pytest.skip("file missing from this corpus copy")
-    g = load_model(p, w)
-    # every layer that needs weights got the caffemodel's, with the net's shapes
-    for st in g.steps():
-        want = st.layer.kind.weight_shapes(st.layer.params, st.in_shapes)
-        assert [tuple(b.shape) for b in (st.layer.blobs or [])] == [tuple(s) for s in want], st.layer.name
-    why = _backends()
-    if why:
-        pytest.skip(f"numerics need the backends: {why}")
-    _assert_opencv_caffe_ran(_verify(g, weights_loaded=True, batch=1, model_name=model))
