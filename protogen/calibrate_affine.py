@@ -11,17 +11,19 @@ per-channel output mean/std the caller asks for (mean 1, std 1; a residual branc
 mean 0, std 0.2):
 
 * **folded-BatchNorm Scale**: a one-bottom ``Scale`` with a bias, per channel (axis 1,
-  num_axes 1), whose input is not made by a calibrating layer (``kind.calibrates``; a Scale
-  right after a BatchNorm is that BatchNorm's affine part, left as drawn). From the input's
-  per-channel mean m and variance v (floored as BatchNorm's): gamma = std / sqrt(v),
-  beta = mean - gamma * m.
-* **folded-BatchNorm Convolution**, only in a net with residual joins (a layer type with
-  ``joins_residual``: without a normaliser their sums grow with depth; a plain chain keeps
-  the scale of its He-normal draw, so its weights stay as drawn): a one-bottom
-  ``Convolution`` with a bias whose output has one reader, a rectifier (``RECTIFIERS``) not
-  followed by a calibrating layer. From the per-channel mean m and variance v of its output
-  without bias on the batch: weights scaled by a = std / sqrt(v) per output channel,
-  bias = mean - a * m. A convolution that ends a residual branch (read by the sum itself) is
+  num_axes 1), right after a layer with weights (a convolution: where the BatchNorm stood)
+  that does not calibrate itself (``kind.calibrates``; a Scale right after a BatchNorm is that
+  BatchNorm's affine part, calibrated with it). From the input's per-channel mean m and
+  variance v (floored as BatchNorm's): gamma = std / sqrt(v), beta = mean - gamma * m.
+* **folded-BatchNorm Convolution**, only downstream of a residual sum (a layer type with
+  ``joins_residual``) with no BatchNorm-like layer in between: there each block adds a
+  branch whose output is proportional to its input, so without a normaliser the trunk grows
+  geometrically with depth; upstream of every sum (a plain chain: VGG, FCN's trunk,
+  GoogLeNet) the He-normal draw preserves the scale by design and stays as drawn. A
+  one-bottom ``Convolution`` with a bias whose output has one reader, a rectifier
+  (``RECTIFIERS``) not followed by a calibrating layer. From the per-channel mean m and
+  variance v of its output without bias on the batch: weights scaled by a = std / sqrt(v)
+  per output channel, bias = mean - a * m. A convolution that ends a residual branch (read by the sum itself) is
   left as drawn: its input is already calibrated, and Inception-ResNet's linear 1x1 "up"
   convolutions (after BatchNorm'd branches) are of that kind.
 
@@ -48,7 +50,23 @@ def _folded_scale(res, st) -> bool:
     if len(st.in_shapes[0]) < 2 or p.axis % len(st.in_shapes[0]) != 1:
         return False
     prod = res.producer.get(st.inputs[0])
-    return prod is not None and not prod.layer.kind.calibrates
+    if prod is None or prod.layer.kind.calibrates:
+        return False
+    # where the BatchNorm stood: right after a layer with weights (a convolution)
+    return bool(prod.layer.kind.weight_shapes(prod.layer.params, prod.in_shapes))
+
+
+def _after_unnormalised_sum(res) -> set[str]:
+    """SSA values computed from a residual sum (``joins_residual``) with no calibrating layer
+    (BatchNorm-like) in between."""
+    out: set[str] = set()
+    for st in res.steps:
+        kind = st.layer.kind
+        if kind.calibrates:
+            continue
+        if kind.joins_residual or any(v in out for v in st.inputs):
+            out.update(st.outputs)
+    return out
 
 
 def _folded_conv(res, st) -> bool:
@@ -67,7 +85,7 @@ def affine_plan(res) -> set[int]:
     """Indices of the steps of ``res`` (a Resolved deploy/TEST view) that calibrate as folded
     BatchNorms (see the module docstring)."""
     from .layers.norm import Scale
-    residual = any(st.layer.kind.joins_residual for st in res.steps)
+    summed = _after_unnormalised_sum(res)
     out = set()
     for st in res.steps:
         kind = st.layer.kind
@@ -75,7 +93,7 @@ def affine_plan(res) -> set[int]:
             continue
         if isinstance(kind, Scale) and _folded_scale(res, st):
             out.add(st.index)
-        elif residual and _is_conv(kind) and _folded_conv(res, st):
+        elif _is_conv(kind) and st.inputs and st.inputs[0] in summed and _folded_conv(res, st):
             out.add(st.index)
     return out
 

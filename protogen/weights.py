@@ -6,9 +6,9 @@ He-initialised convolutions produce (mean ~ N(0, 0.5^2), variance ~ U(1, 2)), wi
 factor blob 1; Scale gammas ~ U(0.8, 1.2). Each layer draws from its own generator seeded
 by (seed, layer name), so the same layer gets the same weights in every net and format.
 BatchNorm-like layers are then calibrated on a seeded batch (:func:`calibrate_batchnorm`), and
-so are the layers that stand for a BatchNorm folded away at deployment: a Scale with bias not
-fed by a BatchNorm, and, in nets with residual sums, a Convolution with bias read by a
-rectifier or a residual sum (:mod:`protogen.calibrate_affine`).
+so are the layers that stand for a BatchNorm folded away at deployment: a Scale with bias right
+after a convolution, and, downstream of a residual sum with no BatchNorm in between, a
+Convolution with bias read by a rectifier (:mod:`protogen.calibrate_affine`).
 """
 from __future__ import annotations
 

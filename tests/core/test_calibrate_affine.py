@@ -124,15 +124,21 @@ def test_other_layers_keep_their_draw_and_seeding_is_deterministic(tmp_path):
 
 
 def test_scale_after_batchnorm_and_plain_chains_are_not_folded(tmp_path):
-    """A Scale that is a BatchNorm's affine part calibrates with it (as before); a plain
-    conv -> ReLU chain (no residual sum) keeps its He-normal draw; a Scale without bias or
-    with a second bottom has no shift to calibrate."""
+    """A Scale that is a BatchNorm's affine part calibrates with it (as before); a conv ->
+    ReLU upstream of every residual sum (a plain chain) keeps its He-normal draw; a Scale
+    without bias has no shift to calibrate, one after a rectifier or a Concat (PVANet's
+    C.ReLU) stands for no folded BatchNorm; after the sum, a conv read by a BatchNorm."""
     text = ('name: "plain" layer { name: "data" type: "Input" top: "data" '
             'input_param { shape { dim: 1 dim: 3 dim: 8 dim: 8 } } }\n'
             + _conv("c1", "data", 4) + _layer("bn1", "BatchNorm", ["c1"], "c1")
             + _layer("s1", "Scale", ["c1"], "c1", SCALE_BIAS) + _layer("r1", "ReLU", ["c1"], "c1")
             + _conv("c2", "c1", 4) + _layer("r2", "ReLU", ["c2"], "c2")
-            + _layer("s2", "Scale", ["c2"], "s2"))
+            + _layer("s2", "Scale", ["c2"], "s2") + _layer("s3", "Scale", ["c2"], "s3", SCALE_BIAS)
+            + _layer("cat", "Concat", ["s2", "s3"], "cat")
+            + _layer("s4", "Scale", ["cat"], "s4", SCALE_BIAS)
+            + _layer("sum", "Eltwise", ["c1", "c2"], "sum")
+            + _conv("c3", "sum", 4) + _layer("bn3", "BatchNorm", ["c3"], "c3")
+            + _layer("r3", "ReLU", ["c3"], "c3"))
     g = _graph(tmp_path, text)
     assert not affine_plan(g.select(net="deploy", phase="TEST").resolve())
 
