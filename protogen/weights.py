@@ -144,8 +144,11 @@ def calibrate_batchnorm(graph: Graph, seed: int = 0, batch: int = 2) -> Graph:
             l.blobs = l.kind.calibrated_blobs(l.params, xs[0], mean, std, VAR_FLOOR)
         return l.blobs
 
-    feeds = {v: torch.from_numpy(seeded_input(s, seed + 1000 + k))
-             for k, (_, v, s) in enumerate(res.inputs)}
+    # inputs by role (protogen.seed_inputs: a detector's im_info/rois as its layers declare;
+    # standard-normal im_info gave PVANet's Proposal no boxes), the rest seed + 1000 + k
+    from .seed_inputs import seeded_feeds
+    feeds = {v: torch.from_numpy(a) for v, a in seeded_feeds(
+        res, lambda shape, k: seeded_input(shape, seed + 1000 + k), seed + 1000).items()}
     with torch.no_grad():
         net(feeds, hook=hook)
     return graph

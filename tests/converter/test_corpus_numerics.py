@@ -59,7 +59,7 @@ NUMERIC_INPUT = {
     "sanghoon_pva-faster-rcnn/models/pvanet/example_train/test.prototxt": (
         {"data": "1,3,192,320", "im_info": "1,6"}, "RPN + ROI pooling take any image size"),
     "sanghoon_pva-faster-rcnn/models/pvanet_obsolete/comp/test.pt": (
-        {"data": "1,3,192,320", "im_info": "1,6"}, "RPN + ROI pooling take any image size"),
+        {"data": "1,3,320,512", "im_info": "1,6"}, "RPN + ROI pooling take any image size"),
     "bvlc_caffe/branch_intel/models/intel_optimized_models/benchmark/faster-rcnn/deploy.prototxt": (
         {"data": "1,3,224,320", "im_info": "1,3"}, "RPN + ROI pooling take any image size"),
     "timosaemann_enet/enet_deploy_final.prototxt": (
@@ -131,6 +131,7 @@ OPENCV_SKIPS = {
     "isht7_pytorch-deeplab-resnet/data/test_513.prototxt":
         "sizes Interp's shrink_factor and pads otherwise than Caffe",
     "hszhao_pspnet/pspnet50_ADE20K_473.prototxt": "no Caffe layer type 'BN'",
+    "mahyarnajibi_ssh/SSH/models/test_ssh.prototxt": "cannot run Python layers",
     "bvlc_caffe/branch_intel/models/intel_optimized_models/benchmark/faster-rcnn/deploy.prototxt":
         "implements Proposal as PriorBox",
     "eric612_mobilenet-yolo/models/darknet/darknet19_deploy.prototxt": "no Caffe layer type 'YoloDetectionOutput'",
