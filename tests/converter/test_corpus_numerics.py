@@ -63,7 +63,7 @@ NUMERIC_INPUT = {
     "bvlc_caffe/branch_intel/models/intel_optimized_models/benchmark/faster-rcnn/deploy.prototxt": (
         {"data": "1,3,224,320", "im_info": "1,3"}, "RPN + ROI pooling take any image size"),
     "timosaemann_enet/enet_deploy_final.prototxt": (
-        "1,3,64,128", "fully convolutional; few max-pool windows, so no near-tie (ENET_MIN_GAP)"),
+        "1,3,32,32", "fully convolutional; few max-pool windows, so no near-tie (ENET_MIN_GAP)"),
     "bvlc_caffe/current/examples/net_surgery/bvlc_caffenet_full_conv.prototxt": (
         "1,3,227,227", "CaffeNet made fully convolutional: 227 gives its 1x1 output"),
     "bvlc_caffe/history_11a4c1655_v1/examples/imagenet/bvlc_caffenet_full_conv.prototxt": (
