@@ -15,11 +15,13 @@ mean 0, std 0.2):
   that does not calibrate itself (``kind.calibrates``; a Scale right after a BatchNorm is that
   BatchNorm's affine part, calibrated with it). From the input's per-channel mean m and
   variance v (floored as BatchNorm's): gamma = std / sqrt(v), beta = mean - gamma * m.
-* **folded-BatchNorm Convolution**, only downstream of a residual sum (a layer type with
-  ``joins_residual``) with no BatchNorm-like layer in between: there each block adds a
-  branch whose output is proportional to its input, so without a normaliser the trunk grows
-  geometrically with depth; upstream of every sum (a plain chain: VGG, FCN's trunk,
-  GoogLeNet) the He-normal draw preserves the scale by design and stays as drawn. A
+* **folded-BatchNorm Convolution**, only inside a chain of residual sums (layer types with
+  ``joins_residual``): reading a sum's result and read by a later sum, with no
+  BatchNorm-like layer in between. There each block adds a branch whose output is
+  proportional to its input, so without a normaliser the trunk grows geometrically with
+  depth. Elsewhere (a plain chain: VGG, FCN's trunk, GoogLeNet; a head after the last sum,
+  SSH's detection modules after its one feature fusion) the He-normal draw preserves the
+  scale by design and stays as drawn. A
   one-bottom ``Convolution`` with a bias whose output has one reader, a rectifier
   (``RECTIFIERS``) not followed by a calibrating layer. From the per-channel mean m and
   variance v of its output without bias on the batch: weights scaled by a = std / sqrt(v)
@@ -81,11 +83,23 @@ def _folded_conv(res, st) -> bool:
     return not any(c.layer.kind.calibrates for c in res.consumers(u.outputs[0]))
 
 
+def _reaching_a_sum(res) -> set[str]:
+    """SSA values from which a residual sum is reached with no calibrating layer in between."""
+    out: set[str] = set()
+    for st in reversed(res.steps):
+        kind = st.layer.kind
+        if kind.calibrates:
+            continue
+        if kind.joins_residual or any(v in out for v in st.outputs):
+            out.update(st.inputs)
+    return out
+
+
 def affine_plan(res) -> set[int]:
     """Indices of the steps of ``res`` (a Resolved deploy/TEST view) that calibrate as folded
     BatchNorms (see the module docstring)."""
     from .layers.norm import Scale
-    summed = _after_unnormalised_sum(res)
+    summed, summing = _after_unnormalised_sum(res), _reaching_a_sum(res)
     out = set()
     for st in res.steps:
         kind = st.layer.kind
@@ -93,7 +107,8 @@ def affine_plan(res) -> set[int]:
             continue
         if isinstance(kind, Scale) and _folded_scale(res, st):
             out.add(st.index)
-        elif _is_conv(kind) and st.inputs and st.inputs[0] in summed and _folded_conv(res, st):
+        elif (_is_conv(kind) and st.inputs and st.inputs[0] in summed and st.outputs
+              and st.outputs[0] in summing and _folded_conv(res, st)):
             out.add(st.index)
     return out
 

@@ -106,6 +106,8 @@ def calibrate_batchnorm(graph: Graph, seed: int = 0, batch: int = 2) -> Graph:
     from .ir import TEST
     from .torch_ref import TorchNet
     view = graph.select(net=DEPLOY, phase=TEST)
+    # a layer that takes at most max_batch images (proposal layers: 1) bounds the batch
+    batch = min([batch] + [l.kind.max_batch for l in view.layers if getattr(l.kind, "max_batch", None)])
     shapes = {blob: (batch,) + tuple(s[1:]) for blob, _, s in view.resolve().inputs}
     # float32: the statistics become float32 blobs anyway, and this pass costs what a
     # verification's reference pass costs (float64 convolutions run ~2.3x slower here)

@@ -35,7 +35,8 @@ def _layer(name, typ, bottoms, top, extra=""):
 SCALE_BIAS = "scale_param { bias_term: true }"
 #: a ResNet-style block with BatchNorm folded into Scale (sc1, sc2; sc2 ends the residual
 #: branch) and a residual tail whose BatchNorm is folded into the convolutions (conv3 -> PReLU,
-#: conv4 -> ReLU); conv5 ends a branch and conv6 is a head (no rectifier): both left as drawn
+#: conv4 -> ReLU); conv5 ends a branch and conv6 -> ReLU is a head after the last sum: both
+#: left as drawn
 FOLDED = ('name: "folded" layer { name: "data" type: "Input" top: "data" '
           'input_param { shape { dim: 1 dim: 3 dim: 12 dim: 12 } } }\n'
           + _conv("conv1", "data", 8) + _layer("sc1", "Scale", ["conv1"], "conv1", SCALE_BIAS)
@@ -46,7 +47,7 @@ FOLDED = ('name: "folded" layer { name: "data" type: "Input" top: "data" '
           + _conv("conv3", "sum1", 6, k=1) + _layer("prelu3", "PReLU", ["conv3"], "conv3")
           + _conv("conv4", "conv3", 6) + _layer("relu4", "ReLU", ["conv4"], "conv4")
           + _conv("conv5", "conv4", 8, k=1) + _layer("sum2", "Eltwise", ["sum1", "conv5"], "sum2")
-          + _conv("conv6", "sum2", 4, k=1))
+          + _conv("conv6", "sum2", 4, k=1) + _layer("relu6", "ReLU", ["conv6"], "conv6"))
 
 
 def _graph(tmp_path, text=FOLDED):
@@ -152,6 +153,7 @@ def test_zoo_nets_have_nothing_folded():
         assert not affine_plan(res), name
 
 
+@pytest.mark.slow
 @needs_corpus
 def test_cascade_res50_trunk_stays_normalised():
     """cascade R-CNN's R-FCN net (53 Scale, no BatchNorm): drawn weights gave the res5 trunk a
@@ -172,3 +174,20 @@ def test_cascade_res50_trunk_stays_normalised():
     assert len(trunk) == 16
     for v in trunk:
         assert 0.05 < float(vals[v].double().std()) < 2.0, v
+
+
+@pytest.mark.slow
+@needs_corpus
+def test_calibration_batch_bounded_by_max_batch():
+    """PVANet's Proposal layer takes one image (max_batch 1): the calibration batch is lowered
+    to it (before, seeded_weights at its default batch 2 raised 'only single item batches')."""
+    rel = "sanghoon_pva-faster-rcnn/models/pvanet/example_train/test.prototxt"
+    shapes = {"data": "1,3,64,96", "im_info": "1,6"}
+    a = seeded_weights(load_model(CORPUS / rel, input_shape=shapes), 0)
+    b = seeded_weights(load_model(CORPUS / rel, input_shape=shapes), 0, batch=1)
+    n = 0
+    for la, lb in zip(a.layers, b.layers):
+        for x, y in zip(la.blobs or [], lb.blobs or []):
+            assert np.array_equal(x, y), la.name
+            n += 1
+    assert n > 100
