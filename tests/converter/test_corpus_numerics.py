@@ -46,6 +46,8 @@ NUMERIC_INPUT = {
     "shelhamer_fcn/voc-fcn8s/deploy.prototxt": ("1,3,64,64", "FCN: any size (pad 100, crops)"),
     "shelhamer_fcn/voc-fcn8s/train.prototxt": ("1,3,64,64", "FCN: any size (pad 100, crops)"),
     "shelhamer_fcn/voc-fcn-alexnet/val.prototxt": ("1,3,64,64", "FCN: any size (pad 100, crops)"),
+    "shelhamer_fcn/nyud-fcn32s-color-hha/trainval.prototxt": (
+        {"color": "1,3,64,64", "hha": "1,3,64,64"}, "two-stream FCN: any size (pad 100, crops)"),
     "isht7_pytorch-deeplab-resnet/data/test_513.prototxt": (
         {"data": "1,3,97,97", "label": "1,1,97,97"}, "DeepLab: atrous ResNet, Interp by shrink factors"),
     "eric612_mobilenet-yolo/models/darknet_yolov3/yolov3-spp.prototxt": (
