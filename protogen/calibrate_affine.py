@@ -22,12 +22,12 @@ mean 0, std 0.2):
   depth. Elsewhere (a plain chain: VGG, FCN's trunk, GoogLeNet; a head after the last sum,
   SSH's detection modules after its one feature fusion) the He-normal draw preserves the
   scale by design and stays as drawn. A
-  one-bottom ``Convolution`` with a bias whose output has one reader, a rectifier
-  (``RECTIFIERS``) not followed by a calibrating layer. From the per-channel mean m and
-  variance v of its output without bias on the batch: weights scaled by a = std / sqrt(v)
-  per output channel, bias = mean - a * m. A convolution that ends a residual branch (read by the sum itself) is
-  left as drawn: its input is already calibrated, and Inception-ResNet's linear 1x1 "up"
-  convolutions (after BatchNorm'd branches) are of that kind.
+  one-bottom ``Convolution`` with a bias whose output has one reader: a rectifier
+  (``RECTIFIERS``) not followed by a calibrating layer, or the sum itself (a branch end:
+  the small-branch target, as a BatchNorm there). From the per-channel mean m and variance v
+  of its output without bias on the batch: weights scaled by a = std / sqrt(v) per output
+  channel, bias = mean - a * m. Inception-ResNet's linear 1x1 "up" convolutions end branches
+  too, but read BatchNorm'd values (not downstream of an unnormalised sum): left as drawn.
 
 Nets whose every convolution reads into a BatchNorm (the zoo) get exactly the weights they
 got before. Numpy and torch; the torch part runs inside the calibration hook.
@@ -78,6 +78,8 @@ def _folded_conv(res, st) -> bool:
     if len(users) != 1 or res.is_output(st.outputs[0]):
         return False
     u = users[0]
+    if u.layer.kind.joins_residual:
+        return True
     if u.layer.type not in RECTIFIERS:
         return False
     return not any(c.layer.kind.calibrates for c in res.consumers(u.outputs[0]))
@@ -109,6 +111,7 @@ def affine_plan(res) -> set[int]:
             out.add(st.index)
         elif (_is_conv(kind) and st.inputs and st.inputs[0] in summed and st.outputs
               and st.outputs[0] in summing and _folded_conv(res, st)):
+            # a branch end (read by the sum itself) gets the caller's small-branch target
             out.add(st.index)
     return out
 

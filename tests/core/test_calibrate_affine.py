@@ -35,8 +35,8 @@ def _layer(name, typ, bottoms, top, extra=""):
 SCALE_BIAS = "scale_param { bias_term: true }"
 #: a ResNet-style block with BatchNorm folded into Scale (sc1, sc2; sc2 ends the residual
 #: branch) and a residual tail whose BatchNorm is folded into the convolutions (conv3 -> PReLU,
-#: conv4 -> ReLU); conv5 ends a branch and conv6 -> ReLU is a head after the last sum: both
-#: left as drawn
+#: conv4 -> ReLU, conv5 ends the branch); conv6 -> ReLU is a head after the last sum: left as
+#: drawn
 FOLDED = ('name: "folded" layer { name: "data" type: "Input" top: "data" '
           'input_param { shape { dim: 1 dim: 3 dim: 12 dim: 12 } } }\n'
           + _conv("conv1", "data", 8) + _layer("sc1", "Scale", ["conv1"], "conv1", SCALE_BIAS)
@@ -94,14 +94,15 @@ def _stats(y):
 def test_plan_names_the_folded_layers(tmp_path):
     g = _graph(tmp_path)
     res = g.select(net="deploy", phase="TEST").resolve()
-    assert sorted(res.steps[i].layer.name for i in affine_plan(res)) == ["conv3", "conv4", "sc1", "sc2"]
+    assert sorted(res.steps[i].layer.name for i in affine_plan(res)) == ["conv3", "conv4", "conv5", "sc1", "sc2"]
 
 
 def test_calibrated_outputs_have_batchnorm_targets(tmp_path):
     g = seeded_weights(_graph(tmp_path), seed=4)
     x = seeded_input((2, 3, 12, 12), 4 + 1000)          # the calibration batch
     out = np_forward(g, x)
-    targets = {"sc1": (1.0, 1.0), "sc2": (0.0, 0.2), "conv3": (1.0, 1.0), "conv4": (1.0, 1.0)}
+    targets = {"sc1": (1.0, 1.0), "sc2": (0.0, 0.2), "conv3": (1.0, 1.0), "conv4": (1.0, 1.0),
+               "conv5": (0.0, 0.2)}
     for name, (mean, std) in targets.items():
         m, s = _stats(out[name])
         np.testing.assert_allclose(m, mean, atol=2e-4, err_msg=name)
@@ -118,7 +119,7 @@ def test_other_layers_keep_their_draw_and_seeding_is_deterministic(tmp_path):
     for la, lb, ld in zip(a.layers, b.layers, drawn.layers):
         for x, y, d in zip(la.blobs or [], lb.blobs or [], ld.blobs or []):
             assert np.array_equal(x, y), la.name
-            if la.name not in ("sc1", "sc2", "conv3", "conv4"):
+            if la.name not in ("sc1", "sc2", "conv3", "conv4", "conv5"):
                 assert np.array_equal(x, d), la.name
             else:
                 assert not np.array_equal(x, d), la.name
