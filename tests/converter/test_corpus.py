@@ -41,14 +41,10 @@ def refused(kind: str, why: str, **options) -> tuple:
 
 # Why the refused ones stop (the table may only shrink: a refused file that starts loading
 # fails test_corpus_prototxt until its row says how it converts):
-# * no inference meaning protogen can reproduce: Python layers with inputs (arbitrary code),
-#   LSTM (recurrent, not supported), 3-D/C3D convolutions, Intel's fused/int8 kernels;
-# * detection layers of the detection issue: cascade-rcnn's BoxGroupOutput/DecodeBBox;
-# * training-only nets whose data top feeds the computation (Fast R-CNN rois, NYUD's second
-#   image): the inference view would cut them;
-# * files Caffe itself rejects (a V1 block with a string type, a net name given twice,
-#   DIGITS templates without num_output), and fork layers with no public semantics here
-#   (ImageLabelmapData, DenseBlock, MarginInnerProduct).
+# * files Caffe's own parser rejects (a V1 block with a string type, a net name given twice)
+#   and DIGITS templates (no num_output until DIGITS fills it in): malformed for everyone;
+# * ENet's training net: its Python SpatialDropout is fixed to the TRAIN phase in the file, so it
+#   is random even at test time (no deterministic inference meaning).
 EXPECTED = {
     "antingshen_resnet-protofiles/ResNet_18_train_val.prototxt": CONVERT,
     "antingshen_resnet-protofiles/ResNet_34_train_val.prototxt": CONVERT,
@@ -299,6 +295,6 @@ def corpus_figures() -> tuple[int, int, int]:
 
 
 def test_corpus_figures():
-    """At least the README's figures (165 prototxts, 143 convert); refusals only shrink."""
+    """At least the README's figures (165 prototxts, 160 convert); refusals only shrink."""
     n, ok, _ = corpus_figures()
-    assert n == 165 and ok >= 143, (n, ok)
+    assert n == 165 and ok >= 160, (n, ok)
