@@ -229,15 +229,35 @@ def _opencv_has_caffe() -> bool:
     return hasattr(cv2.dnn, "readNetFromCaffe")
 
 
-#: converting rows whose seeded numerics fail today, measured (09:04 UTC, this session): open
-#: for the engineer who made them convert; not run (each costs minutes here). Remove the entry
-#: with the fix: the row then runs like every other.
-NUMERICS_OPEN = {
+#: converting rows whose seeded numerics fail today, measured: open for the engineer who made
+#: them convert; not run (each costs minutes here). Remove the entry with the fix: the row then
+#: runs like every other.
+NUMERICS_OPEN: dict[str, str] = {}
+
+#: nets whose reference function itself is discontinuous where the seeded data put some ROIs,
+#: so a float32 runtime and the float64 reference legitimately land on the two sides (measured
+#: with protogen.verify blobs="all", seed 0, the rows' NUMERIC_INPUT):
+#: * R-FCN: PSROIPooling rounds ROI corners with C round(); ROI 161 of proposals_2nd has
+#:   y2 = 21.50000381 (reference) / 21.499727 (ORT; the boxes agree to 2.7e-5 of their scale),
+#:   rounded to 22 / 21: one bin row more. Its stage-2 scores differ (cls_prob_2nd_avg rel
+#:   0.039); ROI 219 crosses another half at stage 3.
+#: * FPN: BoxGroupOutput sorts the RPN proposals by score; calibrated scores saturate near 0.998
+#:   and several pairs are equal or one float32 ulp apart (proposals_fpn2 rows 264/265:
+#:   0.99891949 twice in the reference, 0.99891949 / 0.99891943 in ORT), so adjacent rows swap;
+#:   ScaleRoute, ROIAlign and the cascade keep that row order, so every ROI-head blob is permuted
+#:   (output_bbox rel 0.65) although the proposal sets agree to 4e-6.
+#: These rows are checked by replay (_assert_replay_exact): the blobs before the first diverging
+#: one agree within the tolerance; that blob comes from one of the listed layer types, whose
+#: own reference forward, run on the reference's inputs (as float32) and on the runtime's ones,
+#: moves by more than 100x the tolerance for an input change within it (a discontinuity of the
+#: reference itself, not a lowering error); and from there on, every layer's reference forward
+#: run on the runtime's own inputs gives the runtime's output within the tolerance (so each
+#: lowering is exact on every row, including the rows past the discontinuity).
+DISCONTINUOUS_ROI = {
     "zhaoweicai_cascade-rcnn/examples/coco/res50-15s-800-fpn-cascade/deploy.prototxt":
-        "ORT differs from the float64 reference at output_bbox_1st/2nd/3rd (rel 0.65 at 320x512; "
-        "NaN boxes at 800x1312 earlier) - BoxGroupOutput/DecodeBBox lowering",
+        ("ScaleRoute", "ROIAlign", "BoxGroupOutput"),
     "zhaoweicai_cascade-rcnn/examples/voc/res50-9s-600-rfcn-cascade/deploy.prototxt":
-        "ORT differs from the float64 reference at cls_prob_2nd_avg (rel 0.039 at 320x480)",
+        ("PSROIPooling",),
 }
 
 
@@ -391,7 +411,10 @@ def test_corpus_numerics_seeded(rel):
     from protogen.verify import RUNTIMES, verify
     runtimes = [r for r in RUNTIMES if r != "torch-cpu"] if _macs(g, batch) > HEAVY_MACS else None
     rep = verify(g, seed=0, batch=batch, model_name=rel, weights_loaded=True, runtimes=runtimes)
-    assert rep.ok, rep.format_table()
+    if rel in DISCONTINUOUS_ROI and not rep.ok:
+        _assert_replay_exact(g, batch, rep, DISCONTINUOUS_ROI[rel])
+    else:
+        assert rep.ok, rep.format_table()
     _assert_checks(rep, g, rel)
     if rel == "timosaemann_enet/enet_deploy_final.prototxt":
         _assert_no_near_ties(g, batch)
@@ -409,6 +432,52 @@ def _assert_checks(rep, g, rel):
         assert any(c.runtime == "ort-cpu" for c in cs), rep.format_table()
         assert all("none in the reference" not in c.note for c in cs), \
             f"no detections: the comparison proves little\n{rep.format_table()}"
+
+
+def _layer_replay(st, xs):
+    """The float64 reference forward of one step on the given input arrays."""
+    import numpy as np
+    import torch
+    l = st.layer
+    shapes = l.kind.weight_shapes(l.params, st.in_shapes)
+    blobs = [torch.as_tensor(np.asarray(b, np.float32).reshape(tuple(s))).double()
+             for b, s in zip(l.blobs or [], shapes)]
+    ts = [torch.as_tensor(np.asarray(x)).double() for x in xs]
+    return [o.detach().numpy() for o in l.kind.torch_forward(l.params, ts, blobs, n_tops=len(st.outputs))]
+
+
+def _assert_replay_exact(g, batch, rep, types):
+    """DISCONTINUOUS_ROI's check of each failing runtime (see there)."""
+    import numpy as np
+
+    from protogen import verify as V
+    from protogen.progress import NoProgress
+    failing = {c.runtime for c in rep.comparisons if not c.ok}
+    assert failing and failing <= {"ort-cpu", "torch-cpu"}, rep.format_table()
+    assert all(f.startswith(tuple(f"{r}: " for r in failing)) for f in rep.failures), rep.failures
+    s = V.Session(g, batch, 0, "all", V.DEFAULT, NoProgress())
+    ref = s.run(V.REFERENCE, True)
+    for name in sorted(failing):
+        got = {k: np.asarray(v).reshape(np.shape(ref[k])) for k, v in s.run(name, True).items() if k in ref}
+        got.update(s.feeds)
+        d = V.first_divergence(s, ref, got, V.TOLERANCE)
+        assert d is not None and d["type"] in types, (name, d)
+        steps = [st for st in s.steps if not st.layer.kind.is_input]
+        k = next(i for i, st in enumerate(steps) if st.layer.name == d["layer"])
+        st = steps[k]
+        for x in st.inputs:     # its inputs agree ...
+            assert V.compare(ref[x], got[x])[1] <= V.TOLERANCE, (name, x)
+        # ... yet the reference forward itself moves by far more between the two input sets
+        a = _layer_replay(st, [np.asarray(ref[x], np.float32) for x in st.inputs])
+        b = _layer_replay(st, [got[x] for x in st.inputs])
+        jump = max(V.compare(u, w.reshape(u.shape))[1] for u, w in zip(a, b))
+        assert jump > 100 * V.TOLERANCE, (name, d, jump)
+        for st in steps[k:]:    # every layer from there on is exact on the runtime's own inputs
+            outs = _layer_replay(st, [got[x] for x in st.inputs])
+            for v, o in zip(st.outputs, outs):
+                if v in got:
+                    err = V.compare(o, got[v].reshape(o.shape))[1]
+                    assert err <= V.TOLERANCE, (name, st.layer.name, v, err)
 
 
 def _assert_opencv_caffe_ran(rep, rel=None):
