@@ -253,7 +253,15 @@ NUMERICS_OPEN: dict[str, str] = {}
 #: reference itself, not a lowering error); and from there on, every layer's reference forward
 #: run on the runtime's own inputs gives the runtime's output within the tolerance (so each
 #: lowering is exact on every row, including the rows past the discontinuity).
+#: * PVANet (example_train/test, 192x320): its Proposal layer sorts by score, and two RPN scores
+#:   are near-equal, so rows 3 and 4 of `rois` come out swapped in float32 (ORT and torch-cpu
+#:   alike) against the float64 reference; the sets agree (verify compares proposals as sets),
+#:   ROIPooling keeps the row order, so roi_pool_conv5 and the heads are permuted (cls_prob rel
+#:   0.82). ROIPooling on identical inputs is bit-equal in float32 and float64 (measured).
+#:   A diverging layer's inputs that are a proposal layer's rows count as agreeing when they agree
+#:   as a set of rows (_rows_agree).
 DISCONTINUOUS_ROI = {
+    "sanghoon_pva-faster-rcnn/models/pvanet/example_train/test.prototxt": ("ROIPooling",),
     "zhaoweicai_cascade-rcnn/examples/coco/res50-15s-800-fpn-cascade/deploy.prototxt":
         ("ScaleRoute", "ROIAlign", "BoxGroupOutput"),
     "zhaoweicai_cascade-rcnn/examples/voc/res50-9s-600-rfcn-cascade/deploy.prototxt":
@@ -446,6 +454,21 @@ def _layer_replay(st, xs):
     return [o.detach().numpy() for o in l.kind.torch_forward(l.params, ts, blobs, n_tops=len(st.outputs))]
 
 
+def _rows_agree(s, V, blob, a, b) -> bool:
+    """``a`` and ``b`` agree within the tolerance; or ``blob`` is written by a proposal layer
+    (``proposal_output``: rows of boxes that verify compares as a set) and they agree once both
+    are sorted by rows."""
+    import numpy as np
+    if V.compare(a, b)[1] <= V.TOLERANCE:
+        return True
+    producer = next(st for st in s.steps if blob in st.outputs)
+    if not getattr(producer.layer.kind, "proposal_output", False) or np.ndim(a) != 2:
+        return False
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64).reshape(np.shape(a))
+    sa, sb = a[np.lexsort(a.T[::-1])], b[np.lexsort(b.T[::-1])]
+    return V.compare(sa, sb)[1] <= V.TOLERANCE
+
+
 def _assert_replay_exact(g, batch, rep, types):
     """DISCONTINUOUS_ROI's check of each failing runtime (see there)."""
     import numpy as np
@@ -465,19 +488,22 @@ def _assert_replay_exact(g, batch, rep, types):
         steps = [st for st in s.steps if not st.layer.kind.is_input]
         k = next(i for i, st in enumerate(steps) if st.layer.name == d["layer"])
         st = steps[k]
-        for x in st.inputs:     # its inputs agree ...
-            assert V.compare(ref[x], got[x])[1] <= V.TOLERANCE, (name, x)
+        for x in st.inputs:     # its inputs agree (a proposal layer's rows: as a set) ...
+            assert _rows_agree(s, V, x, ref[x], got[x]), (name, x)
         # ... yet the reference forward itself moves by far more between the two input sets
         a = _layer_replay(st, [np.asarray(ref[x], np.float32) for x in st.inputs])
         b = _layer_replay(st, [got[x] for x in st.inputs])
         jump = max(V.compare(u, w.reshape(u.shape))[1] for u, w in zip(a, b))
         assert jump > 100 * V.TOLERANCE, (name, d, jump)
-        for st in steps[k:]:    # every layer from there on is exact on the runtime's own inputs
-            outs = _layer_replay(st, [got[x] for x in st.inputs])
-            for v, o in zip(st.outputs, outs):
-                if v in got:
+        cur = dict(got)         # a value the runtime does not expose (an in-place
+        for st in steps[k:]:    # rewrite) is carried from the replay of its producer
+            outs = _layer_replay(st, [cur[x] for x in st.inputs])
+            for v, o in zip(st.outputs, outs):  # every layer from there on is exact on the
+                if v in got:                    # runtime's own inputs
                     err = V.compare(o, got[v].reshape(o.shape))[1]
                     assert err <= V.TOLERANCE, (name, st.layer.name, v, err)
+                else:
+                    cur[v] = o
 
 
 def _assert_opencv_caffe_ran(rep, rel=None):

@@ -409,4 +409,6 @@ def test_hostile_names_load_and_run(tmp_path):
         got = model(torch.from_numpy(inp)).numpy()
         want = TorchNet.from_graph(g)({"data": torch.from_numpy(inp)})[x].numpy()
     assert_spread("out", want)
-    assert rel_err(got, want) < 1e-6
+    # two float32 executions of 15 conv + BatchNorm layers (nn.BatchNorm2d against TorchNet's
+    # own normalisation): float32 round-off, measured 1.2e-6 with float32-calibrated statistics
+    assert rel_err(got, want) < 1e-5
