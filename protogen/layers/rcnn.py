@@ -10,13 +10,13 @@ Both proposal layers support one image per batch, as in Caffe.
 """
 from __future__ import annotations
 
-import ast
 import math
 from dataclasses import dataclass
 
 from ..errors import ProtogenError, ShapeError
 from ..seed_inputs import SeedsImInfo, SeedsROIs   # verify's seeded rois/im_info
 from .base import Example, LayerType, _f32, register, require_rank
+from .python_code import PythonCode, parse_param_str
 
 _RCNN = ("py-faster-rcnn",)
 
@@ -592,23 +592,8 @@ class PyProposalParams:
     param_str: str = ""
 
 
-def parse_param_str(text: str) -> dict:
-    """The ProposalLayer's param_str (YAML in Caffe; in practice a Python dict literal, braces
-    optional: "'feat_stride': 16"), read with ast.literal_eval."""
-    t = text.strip()
-    if not t.startswith("{"):
-        t = "{" + t + "}"
-    try:
-        d = ast.literal_eval(t)
-    except (ValueError, SyntaxError) as e:
-        raise ProtogenError(f"python_param.param_str {text!r} is not a dict literal ({e})") from None
-    if not isinstance(d, dict):
-        raise ProtogenError(f"python_param.param_str {text!r} is not a dict")
-    return d
-
-
 @register
-class PyProposal(_ProposalBase):
+class PyProposal(PythonCode, _ProposalBase):
     """py-faster-rcnn's Python ProposalLayer (``type: "Python"``, python_param module
     'rpn.proposal_layer', layer 'ProposalLayer'): rbgirshick/py-faster-rcnn
     lib/rpn/proposal_layer.py (forward), lib/rpn/generate_anchors.py,
@@ -622,39 +607,16 @@ class PyProposal(_ProposalBase):
     Read from a Caffe net through the ``Python`` type's :meth:`resolve`; written back as that
     Python layer."""
     type = "Python:rpn.proposal_layer.ProposalLayer"
-    param_field = "python_param"
     Params = PyProposalParams
     schemas = _RCNN
     info_len = 3
-    benign_param_fields = LayerType.benign_param_fields | {"share_in_parallel"}
+    param_keys, required_keys, code_name = frozenset(_PY_KEYS), ("feat_stride",), "ProposalLayer"
     examples = (
         Example(params=dict(module="rpn.proposal_layer", layer="ProposalLayer",
                             param_str="'feat_stride': 16, 'scales': [2, 4], 'ratios': [0.5, 1, 2]"),
                 ins=[(1, 12, 6, 7), (1, 24, 6, 7), (1, 3)], n_tops=2, data=_proposal_data(6),
                 skip=("shape",), why="the ROI count is data-dependent (300 at most, here fewer)"),
     )
-
-    def parse(self, lp):
-        p = PyProposalParams(lp.python_param.module, lp.python_param.layer, lp.python_param.param_str)
-        self.validate(p)
-        return p
-
-    def validate(self, p):
-        d = parse_param_str(p.param_str)
-        if "feat_stride" not in d:
-            raise ProtogenError("ProposalLayer's param_str needs 'feat_stride'")
-        extra = set(d) - _PY_KEYS
-        if extra:
-            raise ProtogenError(f"ProposalLayer's param_str has keys {sorted(extra)} that "
-                                f"protogen does not know (known: {sorted(_PY_KEYS)})")
-
-    def write(self, p, lp):
-        lp.python_param.module, lp.python_param.layer = p.module, p.layer
-        if p.param_str:
-            lp.python_param.param_str = p.param_str
-
-    def caffe_type(self, layer, dialect):
-        return "Python"
 
     def config(self, p):
         d = parse_param_str(p.param_str)

@@ -20,10 +20,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from ..errors import ProtogenError, ShapeError
+from ..errors import ShapeError
 from ..seed_inputs import SeedsImInfo
 from .base import Example, LayerType, register, require_rank
-from .rcnn import anchors_py, parse_param_str
+from .python_code import PythonCode, parse_param_str
+from .rcnn import anchors_py
 
 #: SSH/configs/default_config.yml, TEST: what the ProposalLayer reads at test time
 SSH_TEST_CFG = {"N_DETS_PER_MODULE": 1000, "ANCHOR_MIN_SIZE": 0}
@@ -78,7 +79,7 @@ def _data(a: int, stride: int, ties: bool = False):
 
 
 @register
-class SSHProposal(SeedsImInfo, LayerType):
+class SSHProposal(PythonCode, SeedsImInfo, LayerType):
     """SSH's Python ProposalLayer at TEST time (see the module docstring; torch forward
     :func:`protogen.layers.ssh_torch.ssh_proposal`). param_str: feat_stride (needed), scales
     (8, 16, 32), ratios (0.5, 1, 2), base_size (16). im_info holds (height, width, scale).
@@ -88,7 +89,6 @@ class SSHProposal(SeedsImInfo, LayerType):
     Read from a Caffe net through the ``Python`` type's :meth:`resolve`; written back as that
     Python layer (the config values stay outside the prototxt, as in SSH)."""
     type = TYPE
-    param_field = "python_param"
     Params = SSHProposalParams
     n_bottoms = (3, 3)
     n_tops = (1, 2)
@@ -101,7 +101,7 @@ class SSHProposal(SeedsImInfo, LayerType):
     #: inside); plain seeded weights saturate the softmax (three in four scores > 0.999, many
     #: equal in float32) and clip all but ~6% of the boxes at the image border
     seeded_bottom_scales = {0: 0.4, 1: 0.12}
-    benign_param_fields = LayerType.benign_param_fields | {"share_in_parallel"}
+    param_keys, required_keys, code_name = frozenset(_KEYS), ("feat_stride",), "SSH ProposalLayer"
     examples = (
         Example(params=dict(module="SSH.layers.proposal_layer", layer="ProposalLayer",
                             param_str="{'feat_stride': 8,'scales': [1,2], 'ratios':[1,]}"),
@@ -112,28 +112,6 @@ class SSHProposal(SeedsImInfo, LayerType):
     )
 
     # ------------------------------------------------------------------ parameters
-    def parse(self, lp):
-        p = SSHProposalParams(lp.python_param.module, lp.python_param.layer, lp.python_param.param_str)
-        self.validate(p)
-        return p
-
-    def validate(self, p):
-        d = parse_param_str(p.param_str)
-        if "feat_stride" not in d:
-            raise ProtogenError("SSH ProposalLayer's param_str needs 'feat_stride'")
-        extra = set(d) - _KEYS
-        if extra:
-            raise ProtogenError(f"SSH ProposalLayer's param_str has keys {sorted(extra)} that "
-                                f"protogen does not know (known: {sorted(_KEYS)})")
-
-    def write(self, p, lp):
-        lp.python_param.module, lp.python_param.layer = p.module, p.layer
-        if p.param_str:
-            lp.python_param.param_str = p.param_str
-
-    def caffe_type(self, layer, dialect):
-        return "Python"
-
     def note(self, p):
         return (f"SSH ProposalLayer: TEST config N_DETS_PER_MODULE {p.n_dets_per_module}, "
                 f"ANCHOR_MIN_SIZE {p.anchor_min_size:g} (SSH/configs/default_config.yml; another "

@@ -19,6 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .base import LayerType, register
+from .python_code import PythonCode
 
 
 class _TrainOnly(LayerType):
@@ -71,27 +72,13 @@ def is_python_loss(lp) -> bool:
 
 
 @register
-class PythonLoss(_TrainOnly):
+class PythonLoss(PythonCode, _TrainOnly):
     """A Python layer that is a loss (:func:`is_python_loss`): its code is not known, but a
     loss has no inference meaning, so the inference view drops it like the losses above (with
     the same note). Read through the ``Python`` type's resolve; written back as that Python
     layer with its loss_weight."""
     type = "Python:loss"
-    param_field = "python_param"
     Params = PythonLossParams
-    benign_param_fields = LayerType.benign_param_fields | {"share_in_parallel"}
-
-    def parse(self, lp):
-        p = lp.python_param
-        return PythonLossParams(p.module, p.layer, p.param_str)
-
-    def write(self, p, lp):
-        lp.python_param.module, lp.python_param.layer = p.module, p.layer
-        if p.param_str:
-            lp.python_param.param_str = p.param_str
-
-    def caffe_type(self, layer, dialect):
-        return "Python"
 
 
 @register
